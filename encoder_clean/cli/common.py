@@ -1,0 +1,132 @@
+"""What every command shares: option types, error handling, progress and JSON output."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgressBar, TextColumn, TimeElapsedColumn
+
+from encoder_clean.errors import EncoderCleanError, UserError
+from encoder_clean.fileio import write_json_atomic
+from encoder_clean.runtime import NULL_PROGRESS, Progress
+
+# ------------------------------------------------------------------------------ shared options
+DeviceOption = Annotated[str, typer.Option("--device", help="Compute device: auto (CUDA when present), cpu or cuda.")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Random seed; the same seed on the CPU gives the same bytes.")]
+JsonOption = Annotated[Optional[str], typer.Option(
+    "--json", metavar="PATH", help="Also write the result as JSON to PATH ('-' for stdout, then nothing else goes there).")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+ArchOption = Annotated[Optional[str], typer.Option(
+    "--arch", help="Architecture for files that do not record it (see `encoder-clean archs`).")]
+DataOption = Annotated[str, typer.Option(
+    "--data", metavar="SPEC", help="Data: builtin[:shapes|glyphs], cifar10:ROOT, stl10:ROOT, gtsrb:ROOT, svhn:ROOT, folder:ROOT, npz:PATH.")]
+
+err_console = Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one error line on stderr and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors into one line on stderr and their exit code (2 bad input, 3 run failed)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except EncoderCleanError as error:
+            raise fail(str(error).splitlines()[0] if str(error) else type(error).__name__,
+                       error.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+
+    return wrapper
+
+
+# ------------------------------------------------------------------------------ output
+class Output:
+    """Where a command's human output goes: stdout, or stderr when JSON takes stdout."""
+
+    def __init__(self, json_path: str | None, quiet: bool):
+        self.json_path = json_path
+        self.quiet = quiet
+        self.console = Console(stderr=json_path == "-", highlight=False)
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.started, 2)
+
+    def progress(self) -> Progress:
+        if self.quiet or not sys.stderr.isatty():
+            return NULL_PROGRESS
+        return RichProgress(err_console)
+
+    def emit_json(self, payload: dict[str, Any]) -> None:
+        if self.json_path is None:
+            return
+        if self.json_path == "-":
+            sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+            sys.stdout.flush()
+        else:
+            write_json_atomic(self.json_path, payload)
+
+
+class RichProgress:
+    """rich progress bars on stderr implementing the library's Progress protocol."""
+
+    def __init__(self, console: Console):
+        self.console = console
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+        with RichProgressBar(*columns, console=self.console, transient=True) as bar:
+            task_id = bar.add_task(description, total=total, info="")
+
+            def advance(n: int = 1, **fields: float) -> None:
+                info = "  ".join(f"{k} {v:.4g}" for k, v in fields.items())
+                bar.update(task_id, advance=n, info=info)
+
+            yield advance
+
+
+# ------------------------------------------------------------------------------ checks
+def check_output(path: Path, suffix: str = ".safetensors") -> Path:
+    """Check an output path before any long work starts."""
+    if path.suffix != suffix:
+        raise UserError(f"--out {path}: must end in {suffix}")
+    if path.is_dir():
+        raise UserError(f"--out {path}: is a folder")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UserError(f"--out {path}: folder {folder} does not exist")
+    import os
+
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"--out {path}: folder {folder} is not writable")
+    return path
+
+
+def command_line(name: str, options: dict[str, Any]) -> str:
+    """The command and its settings, for `produced_by` (no output paths: same seed, same bytes)."""
+    parts = [name]
+    for key, value in options.items():
+        if value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        parts.append(flag if value is True else f"{flag} {shlex.quote(str(value))}")
+    return " ".join(parts)

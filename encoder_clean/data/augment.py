@@ -1,0 +1,116 @@
+"""Batched, on-device image preparation and SimCLR augmentations.
+
+Every operation acts on a whole batch tensor with per-sample random parameters drawn from a generator
+on the same device: random resized crop and horizontal flip as one affine resampling, colour jitter
+(brightness, contrast, saturation, hue), and random grayscale. No per-image Python loop, no PIL.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """SimCLR's CIFAR recipe (crop, flip, jitter 0.4/0.4/0.4/0.1 with p=0.8, grayscale p=0.2)."""
+
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+
+
+def to_float(images: Tensor, size: int | None = None) -> Tensor:
+    """uint8 (N, 3, H, W) -> float in [0, 1], resized to `size` x `size` when it differs."""
+    out = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+    if size is not None and tuple(out.shape[-2:]) != (size, size):
+        out = F.interpolate(out, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return out
+
+
+def _uniform(n: int, low: float, high: float, g: torch.Generator, device: torch.device) -> Tensor:
+    return low + (high - low) * torch.rand(n, generator=g, device=device)
+
+
+def random_resized_crop(images: Tensor, size: int, config: AugmentConfig, g: torch.Generator) -> Tensor:
+    """Crop a random area/aspect window per sample, flip half of them, resample to `size`."""
+    n, device = images.shape[0], images.device
+    area = _uniform(n, *config.crop_scale, g, device)
+    log_ratio = _uniform(n, math.log(config.crop_ratio[0]), math.log(config.crop_ratio[1]), g, device)
+    ratio = torch.exp(log_ratio)
+    width = torch.sqrt(area * ratio).clamp(max=1.0)
+    height = torch.sqrt(area / ratio).clamp(max=1.0)
+    # Window centre in normalised coordinates, keeping the window inside the image.
+    cx = (torch.rand(n, generator=g, device=device) * 2 - 1) * (1 - width)
+    cy = (torch.rand(n, generator=g, device=device) * 2 - 1) * (1 - height)
+    flip = torch.where(torch.rand(n, generator=g, device=device) < config.flip_p, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3, device=device, dtype=images.dtype)
+    theta[:, 0, 0] = width * flip
+    theta[:, 0, 2] = cx
+    theta[:, 1, 1] = height
+    theta[:, 1, 2] = cy
+    grid = F.affine_grid(theta, [n, images.shape[1], size, size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def _gray(images: Tensor) -> Tensor:
+    weights = torch.tensor(LUMA, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images * weights).sum(dim=1, keepdim=True)
+
+
+def _per_sample(values: Tensor) -> Tensor:
+    return values.view(-1, 1, 1, 1)
+
+
+def _rotate_hue(images: Tensor, turns: Tensor) -> Tensor:
+    """Rotate hue by `turns` (fraction of a full turn) in YIQ space: cheap and differentiable."""
+    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
+                          device=images.device, dtype=images.dtype)
+    from_yiq = torch.linalg.inv(to_yiq)
+    yiq = torch.einsum("ij,njhw->nihw", to_yiq, images)
+    angle = turns * 2 * math.pi
+    cos, sin = _per_sample(torch.cos(angle)), _per_sample(torch.sin(angle))
+    i, q = yiq[:, 1:2], yiq[:, 2:3]
+    yiq = torch.cat([yiq[:, :1], i * cos - q * sin, i * sin + q * cos], dim=1)
+    return torch.einsum("ij,njhw->nihw", from_yiq, yiq)
+
+
+def color_jitter(images: Tensor, config: AugmentConfig, g: torch.Generator) -> Tensor:
+    n, device = images.shape[0], images.device
+    apply = _per_sample(torch.rand(n, generator=g, device=device) < config.jitter_p)
+    b = _per_sample(_uniform(n, 1 - config.brightness, 1 + config.brightness, g, device))
+    c = _per_sample(_uniform(n, 1 - config.contrast, 1 + config.contrast, g, device))
+    s = _per_sample(_uniform(n, 1 - config.saturation, 1 + config.saturation, g, device))
+    h = _uniform(n, -config.hue, config.hue, g, device)
+    out = (images * b).clamp(0, 1)
+    mean = _gray(out).mean(dim=(2, 3), keepdim=True)
+    out = ((out - mean) * c + mean).clamp(0, 1)
+    gray = _gray(out)
+    out = ((out - gray) * s + gray).clamp(0, 1)
+    out = _rotate_hue(out, h).clamp(0, 1)
+    return torch.where(apply, out, images)
+
+
+def random_grayscale(images: Tensor, p: float, g: torch.Generator) -> Tensor:
+    chosen = _per_sample(torch.rand(images.shape[0], generator=g, device=images.device) < p)
+    return torch.where(chosen, _gray(images).expand_as(images), images)
+
+
+def simclr_augment(images: Tensor, size: int, g: torch.Generator,
+                   config: AugmentConfig = AugmentConfig()) -> Tensor:
+    """One augmented view of each image: uint8 or [0, 1] float in, [0, 1] float (N, 3, size, size) out."""
+    out = random_resized_crop(to_float(images), size, config, g)
+    out = color_jitter(out, config, g)
+    return random_grayscale(out, config.grayscale_p, g)

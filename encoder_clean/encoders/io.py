@@ -1,0 +1,218 @@
+"""Load encoders from files and the Hugging Face Hub; save them as safetensors with provenance.
+
+Sources: `.safetensors` (architecture from metadata), `.pt/.pth/.bin` state dicts (weights-only
+unpickling, never arbitrary code), and `hf://OWNER/REPO[/PATH/IN/REPO][@REVISION]`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from encoder_clean import __version__
+from encoder_clean.encoders.base import Encoder, ProjectionHead
+from encoder_clean.encoders.legacy import infer_resnet_arch, split_state_dict, unwrap_checkpoint
+from encoder_clean.encoders.registry import create_encoder
+from encoder_clean.errors import UserError
+from encoder_clean.fileio import atomic_write, sha256_file
+
+FORMAT_VERSION = "1"
+HUB_SCHEME = "hf://"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
+
+
+@dataclass
+class LoadedEncoder:
+    """An encoder with what its file said about it."""
+
+    encoder: Encoder
+    source: str
+    path: Path
+    sha256: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    has_pretrained_head: bool = False
+
+    def setting(self, key: str, default: object = None) -> object:
+        """A setting recorded in the metadata, JSON-decoded where it was encoded."""
+        if key not in self.metadata:
+            return default
+        return decode_value(self.metadata[key])
+
+
+# ------------------------------------------------------------------------------------ loading
+def load_encoder(source: str, arch: str | None = None, device: torch.device | str = "cpu") -> LoadedEncoder:
+    """Load an encoder from a local file or an `hf://` reference (see module docstring)."""
+    path = resolve_source(source)
+    if path.suffix == ".safetensors":
+        tensors, metadata = _read_safetensors(path)
+    elif path.suffix in PICKLE_SUFFIXES:
+        tensors, metadata = _read_torch_file(path), {}
+    else:
+        raise UserError(f"{source}: unsupported encoder file type {path.suffix or '(none)'!r}; "
+                        f"use .safetensors or one of {', '.join(PICKLE_SUFFIXES)}")
+    encoder, has_head = build_from_state(tensors, metadata, arch, source)
+    return LoadedEncoder(encoder.to(device), source, path, sha256_file(path), metadata, has_head)
+
+
+def resolve_source(source: str) -> Path:
+    if source.startswith(HUB_SCHEME):
+        from encoder_clean.encoders.hub import download
+
+        return download(source)
+    path = Path(source)
+    if not path.exists():
+        raise UserError(f"{source}: no such file")
+    if not path.is_file():
+        raise UserError(f"{source}: not a file")
+    return path
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise UserError(f"{path}: not a readable safetensors file ({_first_line(error)})") from None
+    return tensors, metadata
+
+
+def _read_torch_file(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        # weights_only=True: tensors and plain containers only; a pickle that would run code is refused.
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt or hostile files
+        message = _first_line(error)
+        if "weights_only" in str(error) or "Unsupported global" in str(error):
+            message = "it contains Python objects beyond tensors, which are never unpickled"
+        raise UserError(f"{path}: refused to load ({message})") from None
+    return unwrap_checkpoint(obj)
+
+
+def build_from_state(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
+                     arch: str | None, source: str) -> tuple[Encoder, bool]:
+    """Build the architecture and load the weights; mismatches become one clear UserError."""
+    backbone, head = split_state_dict(tensors)
+    meta_arch = metadata.get("arch")
+    if arch and meta_arch and arch != meta_arch:
+        raise UserError(f"{source}: --arch {arch} contradicts the file's architecture {meta_arch}")
+    arch = arch or meta_arch or infer_resnet_arch(backbone)
+    if not arch:
+        raise UserError(f"{source}: cannot tell the architecture from the file; pass --arch NAME")
+    encoder = create_encoder(arch, image_size=_meta_int(metadata, "image_size", source),
+                             mean=_meta_floats(metadata, "mean", source),
+                             std=_meta_floats(metadata, "std", source), head=False)
+    _check_finite(backbone, source)
+    _load_strict(encoder, backbone, arch, source)
+    if head:
+        _check_finite(head, source)
+        encoder.head = _head_from_state(head, encoder.feature_dim, source)
+    else:
+        encoder.add_head()
+    return encoder, bool(head)
+
+
+def _load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], arch: str, source: str) -> None:
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                parts.append(f"{len(keys)} {label} (e.g. {keys[0]})")
+        raise UserError(f"{source}: weights do not match architecture {arch}: {', '.join(parts)}")
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def _head_from_state(head: Mapping[str, torch.Tensor], feature_dim: int, source: str) -> ProjectionHead:
+    try:
+        hidden, in_dim = head["0.weight"].shape
+        out_dim = head["3.weight"].shape[0]
+    except (KeyError, ValueError):
+        raise UserError(f"{source}: the projection head is not a Linear-BN-ReLU-Linear head") from None
+    if in_dim != feature_dim:
+        raise UserError(f"{source}: projection head takes {in_dim} features, the encoder gives {feature_dim}")
+    module = ProjectionHead(feature_dim, hidden_dim=int(hidden), out_dim=int(out_dim))
+    _load_strict(module.layers, head, "projection head", source)
+    return module
+
+
+def _check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise UserError(f"{source}: weight {key} holds NaN or infinite values")
+
+
+def _meta_int(metadata: Mapping[str, str], key: str, source: str) -> int | None:
+    if key not in metadata:
+        return None
+    try:
+        value = int(metadata[key])
+    except ValueError:
+        raise UserError(f"{source}: metadata {key}={metadata[key]!r} is not an integer") from None
+    if not 8 <= value <= 4096:
+        raise UserError(f"{source}: metadata {key}={value} is out of range")
+    return value
+
+
+def _meta_floats(metadata: Mapping[str, str], key: str, source: str) -> tuple[float, ...] | None:
+    if key not in metadata:
+        return None
+    try:
+        values = tuple(float(v) for v in json.loads(metadata[key]))
+    except (ValueError, TypeError):
+        raise UserError(f"{source}: metadata {key}={metadata[key]!r} is not a list of numbers") from None
+    if len(values) != 3 or (key == "std" and min(values) <= 0):
+        raise UserError(f"{source}: metadata {key}={metadata[key]!r} must be three (positive) numbers")
+    return values
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else type(error).__name__
+
+
+# ------------------------------------------------------------------------------------ saving
+def save_encoder(encoder: Encoder, path: str | Path, *, produced_by: str,
+                 parent_sha256: str | None = None, settings: Mapping[str, object] | None = None) -> str:
+    """Write `encoder` (backbone and head) as safetensors with provenance metadata, atomically.
+
+    Returns the SHA-256 of the written file. The bytes depend only on the weights and the metadata, so
+    the same seed on the CPU gives the same file.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise UserError(f"{path}: output checkpoints are .safetensors files")
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in encoder.state_dict().items()}
+    metadata = {"format_version": FORMAT_VERSION, "produced_by": produced_by,
+                "parent_sha256": parent_sha256 or ""}
+    metadata.update({k: encode_value(v) for k, v in encoder.spec().items()})
+    for key, value in (settings or {}).items():
+        if key in metadata:
+            raise ValueError(f"setting {key!r} would overwrite reserved metadata")
+        metadata[key] = encode_value(value)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return sha256_file(path)
+
+
+def encode_value(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def decode_value(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def produced_by(command: str) -> str:
+    return f"encoder-clean {__version__} {command}"

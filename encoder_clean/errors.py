@@ -1,0 +1,22 @@
+"""The two exception types the CLI maps to exit codes.
+
+Library code raises `UserError` for anything a user can cause (bad file, unknown name, bad option) and
+`RunFailed` when a run itself goes wrong (e.g. the loss becomes NaN). The CLI turns them into one line on
+stderr and exit codes 2 and 3; everything else is a bug and keeps its traceback.
+"""
+
+
+class EncoderCleanError(Exception):
+    exit_code = 1
+
+
+class UserError(EncoderCleanError):
+    """Bad usage or bad input: missing/corrupt file, unknown name, mismatched weights, unreadable data."""
+
+    exit_code = 2
+
+
+class RunFailed(EncoderCleanError):
+    """A run that started correctly failed (e.g. a non-finite loss)."""
+
+    exit_code = 3

@@ -1,0 +1,1 @@
+"""Downstream evaluation: cached frozen features, a probe, and ACC/ASR."""

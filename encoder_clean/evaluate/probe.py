@@ -1,0 +1,99 @@
+"""Downstream probes trained on cached frozen features: a registry of probe kinds.
+
+- `linear`: logistic regression on standardised features (the cheap standard, as CLIP_benchmark and
+  DINOv2 do on cached features);
+- `mlp`: the BadEncoder protocol's classifier, 512 -> 256 -> classes with ReLU and dropout 0.5, Adam
+  lr 1e-4, batch 64 (the papers train 500 epochs; pass `epochs=500` for the full protocol).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from encoder_clean.errors import UserError
+from encoder_clean.runtime import NULL_PROGRESS, Progress
+
+
+class Standardize(nn.Module):
+    """Fixed per-dimension standardisation with statistics of the training features."""
+
+    def __init__(self, features: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", features.mean(dim=0, keepdim=True))
+        self.register_buffer("std", features.std(dim=0, keepdim=True).clamp_min(1e-6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    kind: str = "linear"
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+
+
+def _linear(features: torch.Tensor, num_classes: int) -> nn.Module:
+    return nn.Sequential(Standardize(features), nn.Linear(features.shape[1], num_classes))
+
+
+def _mlp(features: torch.Tensor, num_classes: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(features.shape[1], 512), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(256, num_classes),
+    )
+
+
+PROBES: dict[str, tuple[Callable[[torch.Tensor, int], nn.Module], ProbeConfig]] = {
+    "linear": (_linear, ProbeConfig("linear", epochs=100, batch_size=256, lr=1e-3, weight_decay=1e-4)),
+    "mlp": (_mlp, ProbeConfig("mlp", epochs=100, batch_size=64, lr=1e-4, weight_decay=0.0)),
+}
+
+
+def probe_config(kind: str, epochs: int | None = None) -> ProbeConfig:
+    if kind not in PROBES:
+        raise UserError(f"unknown probe {kind!r}; known: {', '.join(PROBES)}")
+    config = PROBES[kind][1]
+    if epochs is not None:
+        if epochs < 1:
+            raise UserError(f"probe epochs must be at least 1, got {epochs}")
+        config = replace(config, epochs=epochs)
+    return config
+
+
+def train_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, config: ProbeConfig, *,
+                seed: int, progress: Progress = NULL_PROGRESS) -> nn.Module:
+    """Fit a probe of `config.kind` to (features, labels); both live on the same device."""
+    torch.manual_seed(seed)
+    probe = PROBES[config.kind][0](features, num_classes).to(features.device)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    g = torch.Generator(device=features.device).manual_seed(seed)
+    count = len(features)
+    batch = min(config.batch_size, count)
+    probe.train()
+    with progress.task(f"{config.kind} probe", total=config.epochs) as advance:
+        for _ in range(config.epochs):
+            order = torch.randperm(count, generator=g, device=features.device)
+            for start in range(0, count, batch):
+                index = order[start:start + batch]
+                loss = F.cross_entropy(probe(features[index]), labels[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            advance(1)
+    return probe.eval()
+
+
+@torch.no_grad()
+def predict(probe: nn.Module, features: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    probe.eval()
+    return torch.cat([probe(features[i:i + batch_size]).argmax(dim=1)
+                      for i in range(0, len(features), batch_size)])

@@ -1,0 +1,69 @@
+"""SimCLR pre-training (NT-Xent), shared by `pretrain` and the data-poisoning attacks (BASSL, CTRL)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from encoder_clean.data.augment import AugmentConfig, simclr_augment
+from encoder_clean.encoders.base import Encoder
+from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator
+from encoder_clean.training import EpochBatcher, run_steps
+from encoder_clean.training.loop import warmup_cosine
+
+
+@dataclass(frozen=True)
+class SimCLRConfig:
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 1e-6
+    temperature: float = 0.5  # REFERENCE.md
+    warmup_steps: int = 20
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Normalised-temperature cross entropy over 2N views; each view's positive is its twin."""
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    logits = z @ z.t() / temperature
+    logits.fill_diagonal_(float("-inf"))
+    targets = (torch.arange(2 * n, device=z.device) + n) % (2 * n)
+    return F.cross_entropy(logits, targets)
+
+
+def simclr_loss(encoder: Encoder, images: torch.Tensor, g: torch.Generator, config: SimCLRConfig,
+                device: torch.device) -> torch.Tensor:
+    """NT-Xent of two augmented views of `images` (uint8), through the projection head."""
+    size = encoder.image_size
+    views = torch.cat([simclr_augment(images, size, g, config.augment),
+                       simclr_augment(images, size, g, config.augment)])
+    views = views.contiguous(memory_format=torch.channels_last)
+    with autocast(device):
+        z = encoder.project(encoder.features(views))
+    half = images.shape[0]
+    return nt_xent(z[:half], z[half:], config.temperature)
+
+
+def pretrain_simclr(encoder: Encoder, images: torch.Tensor, config: SimCLRConfig, *, seed: int,
+                    device: torch.device, progress: Progress = NULL_PROGRESS,
+                    description: str = "SimCLR") -> dict[str, object]:
+    """Train `encoder` (with its projection head) in place on uint8 `images` resident on `device`."""
+    encoder.add_head().train()
+    g = device_generator(device, seed)
+    batcher = EpochBatcher(len(images), config.batch_size, g, device)
+    total = max(1, config.epochs * batcher.steps_per_epoch)
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = warmup_cosine(optimizer, total, min(config.warmup_steps, total // 10))
+    batches = iter(batcher)
+
+    def step(_: int) -> torch.Tensor:
+        return simclr_loss(encoder, images[next(batches)], g, config, device)
+
+    history = run_steps(step, optimizer, total, scheduler=scheduler, progress=progress,
+                        description=description)
+    encoder.eval()
+    return {"steps": total, "final_loss": history[-1]["loss"] if history else None}

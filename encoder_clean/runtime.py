@@ -1,0 +1,86 @@
+"""Device, precision, seeding and progress reporting shared by every command.
+
+The library reports progress through the small `Progress` protocol below and never prints; the CLI
+passes a rich-backed implementation (see `encoder_clean.cli.render`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Iterator, Protocol
+
+import numpy as np
+import torch
+
+from encoder_clean.errors import UserError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """Map `auto|cpu|cuda[:N]` to a torch device; `auto` picks CUDA when present."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for, but no CUDA device is available")
+        return torch.device(name)
+    raise UserError(f"unknown device {name!r}: use auto, cpu or cuda")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU generator for data-side randomness."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def device_generator(device: torch.device, seed: int) -> torch.Generator:
+    """A generator living on `device`, so random batch ops never sync with the host."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+def autocast(device: torch.device) -> ContextManager:
+    """bf16 autocast on CUDA; full precision on the CPU (exact and deterministic)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move a model to the device in channels_last layout (faster convolutions on CUDA and CPU alike)."""
+    return model.to(device=device, memory_format=torch.channels_last)
+
+
+# --------------------------------------------------------------------------------------- progress
+Advance = Callable[..., None]
+
+
+class Progress(Protocol):
+    """What long-running library code needs from a progress display."""
+
+    def task(self, description: str, total: int | None) -> ContextManager[Advance]:
+        """Open a task; the returned callable advances it: `advance(n=1, **fields)`."""
+        ...
+
+
+@dataclass
+class NullProgress:
+    """Progress that shows nothing (library default, tests, `--quiet`)."""
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: int | None) -> Iterator[Advance]:
+        yield lambda n=1, **fields: None
+
+
+NULL_PROGRESS = NullProgress()
