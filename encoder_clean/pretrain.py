@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from encoder_clean.data.augment import AugmentConfig, simclr_augment
+from encoder_clean.data.augment import AUGMENTATIONS, AugmentConfig, simclr_augment
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator
 from encoder_clean.training import EpochBatcher, run_steps
@@ -16,13 +16,13 @@ from encoder_clean.training.loop import warmup_cosine
 
 @dataclass(frozen=True)
 class SimCLRConfig:
-    epochs: int = 10
-    batch_size: int = 256
+    epochs: int = 2
+    batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 1e-6
     temperature: float = 0.5  # REFERENCE.md
     warmup_steps: int = 20
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentConfig = field(default_factory=lambda: AUGMENTATIONS["strong"])
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

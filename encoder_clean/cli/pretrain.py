@@ -9,6 +9,7 @@ import typer
 
 from encoder_clean.cli.common import (DataOption, DeviceOption, JsonOption, Output, QuietOption, SeedOption,
                                       check_output, command_line, handle_errors)
+from encoder_clean.data.augment import augmentation
 from encoder_clean.data.specs import load_data
 from encoder_clean.encoders import create_encoder
 from encoder_clean.encoders.io import produced_by, save_encoder
@@ -28,6 +29,7 @@ def pretrain(
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training split; 0 writes the random initialisation.")] = DEFAULTS.epochs,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step (two views each).")] = DEFAULTS.batch_size,
     lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate (warm-up, then cosine decay).")] = DEFAULTS.lr,
+    augment: Annotated[str, typer.Option("--augment", help="Augmentation preset: strong (default; best on built-in data) or simclr (the SimCLR CIFAR recipe).")] = "strong",
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_path: JsonOption = None,
@@ -44,17 +46,17 @@ def pretrain(
     seed_everything(seed)
     dataset = load_data(data)
     encoder = prepare_model(create_encoder(arch), torch_device)
-    config = SimCLRConfig(epochs=epochs, batch_size=batch_size, lr=lr)
+    config = SimCLRConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augmentation(augment))
     stats: dict[str, object] = {"steps": 0, "final_loss": None}
     if epochs > 0:
         images = dataset.train.images.to(torch_device)
         stats = pretrain_simclr(encoder, images, config, seed=seed, device=torch_device,
                                 progress=output.progress(), description=f"pretrain {arch}")
     settings = {"command": "pretrain", "data": data, "epochs": epochs, "batch_size": config.batch_size,
-                "lr": lr, "temperature": config.temperature, "seed": seed}
+                "lr": lr, "augment": augment, "temperature": config.temperature, "seed": seed}
     sha = save_encoder(encoder, out, settings=settings, produced_by=produced_by(command_line(
         "pretrain", {"data": data, "arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                     "seed": seed})))
+                     "augment": augment, "seed": seed})))
     result = {"out": str(out), "sha256": sha, "seconds": output.seconds, "arch": arch, "data": data,
               **stats}
     output.console.print(f"wrote [bold]{out}[/] ({arch}, {stats['steps']} steps, "

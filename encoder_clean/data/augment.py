@@ -13,15 +13,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from encoder_clean.errors import UserError
+
 Tensor = torch.Tensor
 LUMA = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """SimCLR's CIFAR recipe (crop, flip, jitter 0.4/0.4/0.4/0.1 with p=0.8, grayscale p=0.2)."""
+    """Random resized crop, flip, colour jitter and grayscale settings (defaults: SimCLR's recipe)."""
 
-    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_p: float = 0.5
     brightness: float = 0.4
@@ -30,6 +32,22 @@ class AugmentConfig:
     hue: float = 0.1
     jitter_p: float = 0.8
     grayscale_p: float = 0.2
+
+
+AUGMENTATIONS: dict[str, AugmentConfig] = {
+    # SimCLR's CIFAR recipe: jitter 0.4/0.4/0.4/0.1 with p=0.8, grayscale p=0.2.
+    "simclr": AugmentConfig(),
+    # Much stronger colour changes and milder crops. On the built-in data, where colour varies far more
+    # than the class does, it lifts a 2-minute CPU pre-training's probe accuracy from 35% to 62%
+    # (benchmarks/pretrain_probe.py); the default.
+    "strong": AugmentConfig(crop_scale=(0.3, 1.0), saturation=0.8, hue=0.5, grayscale_p=0.5),
+}
+
+
+def augmentation(name: str) -> AugmentConfig:
+    if name not in AUGMENTATIONS:
+        raise UserError(f"unknown augmentation {name!r}; known: {', '.join(AUGMENTATIONS)}")
+    return AUGMENTATIONS[name]
 
 
 def to_float(images: Tensor, size: int | None = None) -> Tensor:

@@ -13,7 +13,7 @@ from typing import Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from encoder_clean import __version__
 from encoder_clean.encoders.base import Encoder, ProjectionHead
@@ -199,8 +199,24 @@ def save_encoder(encoder: Encoder, path: str | Path, *, produced_by: str,
         if key in metadata:
             raise ValueError(f"setting {key!r} would overwrite reserved metadata")
         metadata[key] = encode_value(value)
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    payload = canonical_safetensors(tensors, metadata)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(payload))
     return sha256_file(path)
+
+
+def canonical_safetensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    """safetensors bytes with the JSON header's keys sorted.
+
+    The safetensors writer orders the metadata through a hash map whose order changes between calls,
+    so the same weights could give different bytes; re-serialising the header sorted makes the output a
+    function of the weights and metadata alone.
+    """
+    raw = save(dict(tensors), metadata=dict(metadata))
+    header_length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + header_length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format pads the header to 8-byte alignment with spaces
+    return len(text).to_bytes(8, "little") + text + raw[8 + header_length:]
 
 
 def encode_value(value: object) -> str:

@@ -1,7 +1,7 @@
 """Downstream probes trained on cached frozen features: a registry of probe kinds.
 
-- `linear`: logistic regression on standardised features (the cheap standard, as CLIP_benchmark and
-  DINOv2 do on cached features);
+- `linear`: L2-regularised logistic regression on standardised features, fitted full-batch with L-BFGS
+  (the cheap standard on cached features, as CLIP_benchmark and DINOv2 do; no learning rate to tune);
 - `mlp`: the BadEncoder protocol's classifier, 512 -> 256 -> classes with ReLU and dropout 0.5, Adam
   lr 1e-4, batch 64 (the papers train 500 epochs; pass `epochs=500` for the full protocol).
 """
@@ -34,10 +34,11 @@ class Standardize(nn.Module):
 @dataclass(frozen=True)
 class ProbeConfig:
     kind: str = "linear"
-    epochs: int = 100
+    epochs: int = 100  # L-BFGS iterations for full-batch probes
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    full_batch: bool = False
 
 
 def _linear(features: torch.Tensor, num_classes: int) -> nn.Module:
@@ -53,7 +54,7 @@ def _mlp(features: torch.Tensor, num_classes: int) -> nn.Module:
 
 
 PROBES: dict[str, tuple[Callable[[torch.Tensor, int], nn.Module], ProbeConfig]] = {
-    "linear": (_linear, ProbeConfig("linear", epochs=100, batch_size=256, lr=1e-3, weight_decay=1e-4)),
+    "linear": (_linear, ProbeConfig("linear", epochs=100, lr=1.0, weight_decay=1e-4, full_batch=True)),
     "mlp": (_mlp, ProbeConfig("mlp", epochs=100, batch_size=64, lr=1e-4, weight_decay=0.0)),
 }
 
@@ -74,6 +75,8 @@ def train_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, 
     """Fit a probe of `config.kind` to (features, labels); both live on the same device."""
     torch.manual_seed(seed)
     probe = PROBES[config.kind][0](features, num_classes).to(features.device)
+    if config.full_batch:
+        return _fit_full_batch(probe, features, labels, config, progress)
     optimizer = torch.optim.Adam(probe.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     g = torch.Generator(device=features.device).manual_seed(seed)
     count = len(features)
@@ -89,6 +92,26 @@ def train_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, 
                 loss.backward()
                 optimizer.step()
             advance(1)
+    return probe.eval()
+
+
+def _fit_full_batch(probe: nn.Module, features: torch.Tensor, labels: torch.Tensor, config: ProbeConfig,
+                    progress: Progress) -> nn.Module:
+    """Cross entropy plus an L2 penalty, minimised with L-BFGS over all features at once."""
+    weights = [p for n, p in probe.named_parameters() if n.endswith("weight")]
+    optimizer = torch.optim.LBFGS(probe.parameters(), lr=config.lr, max_iter=config.epochs,
+                                  history_size=20, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(probe(features), labels)
+        loss = loss + config.weight_decay * sum((w ** 2).sum() for w in weights)
+        loss.backward()
+        return loss
+
+    probe.train()
+    with progress.task(f"{config.kind} probe", total=None):
+        optimizer.step(closure)
     return probe.eval()
 
 
