@@ -60,5 +60,5 @@ def pretrain(
     result = {"out": str(out), "sha256": sha, "seconds": output.seconds, "arch": arch, "data": data,
               **stats}
     output.console.print(f"wrote [bold]{out}[/] ({arch}, {stats['steps']} steps, "
-                         f"{output.seconds:.1f} s) sha256 {sha[:12]}")
+                         f"{output.seconds:.1f} s, sha256 {sha[:12]})", soft_wrap=True)
     output.emit_json(result)
