@@ -5,7 +5,7 @@ CPU: pre-trains `resnet18-cifar-w16` on one built-in family within the time budg
 initialisation of the same architecture (`--epochs 0`), and evaluates both on the same family and on the
 other one (the cross-dataset setting), with the papers' 10x10 white-square trigger and target class 0.
 
-    python benchmarks/pretrain_probe.py [--epochs 3] [--family shapes] [--out-dir benchmarks/cache]
+    python benchmarks/pretrain_probe.py [--epochs 3] [--family shapes] [--augment strong] [--out-dir benchmarks/cache]
 """
 
 from __future__ import annotations
@@ -34,20 +34,22 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--family", choices=FAMILIES, default="shapes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--augment", default="strong", help="pretrain's augmentation preset")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache"))
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    trained = args.out_dir / f"pretrained_{args.family}_e{args.epochs}_s{args.seed}.safetensors"
+    suffix = "" if args.augment == "strong" else f"_{args.augment}"
+    trained = args.out_dir / f"pretrained_{args.family}_e{args.epochs}_s{args.seed}{suffix}.safetensors"
     random = args.out_dir / f"random_s{args.seed}.safetensors"
 
     started = time.perf_counter()
     summary = cli("pretrain", "--data", f"builtin:{args.family}", "--arch", ARCH, "--epochs", str(args.epochs),
-                  "--seed", str(args.seed), "--out", str(trained))
+                  "--augment", args.augment, "--seed", str(args.seed), "--out", str(trained))
     wall = time.perf_counter() - started
     cli("pretrain", "--data", f"builtin:{args.family}", "--arch", ARCH, "--epochs", "0", "--seed", str(args.seed),
         "--out", str(random))
 
-    print(f"pretrain {ARCH} on builtin:{args.family}: {summary['steps']} steps, {wall:.1f} s wall "
+    print(f"pretrain {ARCH} on builtin:{args.family} (--augment {args.augment}): {summary['steps']} steps, {wall:.1f} s wall "
           f"(command's own timer {summary['seconds']:.1f} s)")
     print(f"{'evaluated on':<18}{'encoder':<14}{'ACC %':>8}{'ASR %':>8}{'ASR non-target %':>18}")
     for family in FAMILIES:
