@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-from dataclasses import dataclass
 from typing import Callable, ContextManager, Iterator, Protocol
 
 import numpy as np
@@ -74,7 +73,6 @@ class Progress(Protocol):
         ...
 
 
-@dataclass
 class NullProgress:
     """Progress that shows nothing (library default, tests, `--quiet`)."""
 
