@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import shlex
 import sys
 import time
@@ -114,8 +115,6 @@ def check_output(path: Path, suffix: str = ".safetensors") -> Path:
     folder = path.parent
     if not folder.is_dir():
         raise UserError(f"--out {path}: folder {folder} does not exist")
-    import os
-
     if not os.access(folder, os.W_OK):
         raise UserError(f"--out {path}: folder {folder} is not writable")
     return path
