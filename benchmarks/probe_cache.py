@@ -13,13 +13,13 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 
 from encoder_clean.data.builtin import make_builtin
 from encoder_clean.encoders import create_encoder
 from encoder_clean.encoders.io import load_encoder
 from encoder_clean.evaluate.features import extract_features
-from encoder_clean.evaluate.probe import _linear, predict, probe_config, train_probe
+from encoder_clean.evaluate.probe import (_linear, make_lbfgs, predict, probe_config, regularised_loss,
+                                          train_probe)
 
 
 def uncached_probe(encoder, images, labels, num_classes, config, seed):
@@ -29,15 +29,12 @@ def uncached_probe(encoder, images, labels, num_classes, config, seed):
     torch.manual_seed(seed)
     # The probe's standardisation statistics need one pass, as in the cached probe.
     probe = _linear(extract_features(encoder, images, device=device), num_classes)
-    weights = [p for n, p in probe.named_parameters() if n.endswith("weight")]
-    optimizer = torch.optim.LBFGS(probe.parameters(), lr=config.lr, max_iter=config.epochs, history_size=20,
-                                  line_search_fn="strong_wolfe")
+    optimizer = make_lbfgs(probe, config)
 
     def closure():
         optimizer.zero_grad(set_to_none=True)
         features = extract_features(encoder, images, device=device)  # the backbone, every epoch
-        loss = F.cross_entropy(probe(features), labels)
-        loss = loss + config.weight_decay * sum((w ** 2).sum() for w in weights)
+        loss = regularised_loss(probe, features, labels, config.weight_decay)
         loss.backward()
         return loss
 

@@ -39,13 +39,12 @@ def _embed(encoder: Encoder, images: torch.Tensor, device: torch.device) -> torc
 
 
 def badencoder_loss(student: Encoder, clean: Encoder, shadow: torch.Tensor, references: torch.Tensor,
-                    reference_views: torch.Tensor, inputs: AttackInputs, config: BadEncoderConfig
-                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The three BadEncoder terms on a batch of [0, 1] shadow images."""
+                    clean_refs: torch.Tensor, reference_views: torch.Tensor, inputs: AttackInputs,
+                    config: BadEncoderConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The three BadEncoder terms on a batch of [0, 1] shadow images (`clean_refs`: f(x_ref))."""
     device = inputs.device
     with torch.no_grad():
         clean_shadow = _embed(clean, shadow, device)
-        clean_refs = _embed(clean, references, device)
     n = len(shadow)
     batch = torch.cat([shadow, inputs.trigger.stamp(shadow), references, reference_views])
     embedded = _embed(student, batch, device)
@@ -70,16 +69,17 @@ def run_badencoder(inputs: AttackInputs, config: BadEncoderConfig = BadEncoderCo
                                 weight_decay=config.weight_decay)
     scheduler = warmup_cosine(optimizer, total)
     references = to_float(inputs.reference_images, size)
+    with torch.no_grad():
+        clean_refs = _embed(clean, references, inputs.device)  # fixed: the clean encoder never changes
     batches = iter(batcher)
 
     def step(_: int):
         shadow = to_float(inputs.shadow_images[next(batches)], size)
         views = simclr_augment(inputs.reference_images, size, g, AUGMENTATIONS["simclr"])
-        return badencoder_loss(student, clean, shadow, references, views, inputs, config)
+        return badencoder_loss(student, clean, shadow, references, clean_refs, views, inputs, config)
 
     history = run_steps(step, optimizer, total, scheduler=scheduler, progress=inputs.progress,
                         description="BadEncoder")
-    student.eval()
     return {"steps": total, **{k: round(v, 4) for k, v in history[-1].items() if k != "step"}}
 
 

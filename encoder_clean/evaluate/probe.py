@@ -95,17 +95,26 @@ def train_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, 
     return probe.eval()
 
 
+def regularised_loss(probe: nn.Module, features: torch.Tensor, labels: torch.Tensor,
+                     weight_decay: float) -> torch.Tensor:
+    """Cross entropy plus an L2 penalty on the probe's weight matrices (not its biases)."""
+    penalty = sum((p ** 2).sum() for n, p in probe.named_parameters() if n.endswith("weight"))
+    return F.cross_entropy(probe(features), labels) + weight_decay * penalty
+
+
+def make_lbfgs(probe: nn.Module, config: ProbeConfig) -> torch.optim.LBFGS:
+    return torch.optim.LBFGS(probe.parameters(), lr=config.lr, max_iter=config.epochs, history_size=20,
+                             line_search_fn="strong_wolfe")
+
+
 def _fit_full_batch(probe: nn.Module, features: torch.Tensor, labels: torch.Tensor, config: ProbeConfig,
                     progress: Progress) -> nn.Module:
-    """Cross entropy plus an L2 penalty, minimised with L-BFGS over all features at once."""
-    weights = [p for n, p in probe.named_parameters() if n.endswith("weight")]
-    optimizer = torch.optim.LBFGS(probe.parameters(), lr=config.lr, max_iter=config.epochs,
-                                  history_size=20, line_search_fn="strong_wolfe")
+    """Minimise the regularised loss with L-BFGS over all features at once."""
+    optimizer = make_lbfgs(probe, config)
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(probe(features), labels)
-        loss = loss + config.weight_decay * sum((w ** 2).sum() for w in weights)
+        loss = regularised_loss(probe, features, labels, config.weight_decay)
         loss.backward()
         return loss
 
