@@ -256,3 +256,5 @@ def save_trigger_npz(trigger: PatchTrigger, path: str | Path) -> None:
 # Kinds of trigger that are not patches register a loader here, keyed by their spec prefix:
 # `kind:rest` -> loader(spec, rest, image_size).
 TRIGGER_KINDS: dict[str, Callable[[str, str, int], Trigger]] = {}
+
+from encoder_clean import frequency_trigger as _frequency_trigger  # noqa: E402,F401  (registers "ctrl")

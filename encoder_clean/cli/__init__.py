@@ -8,6 +8,7 @@ from encoder_clean import __version__
 from encoder_clean.cli.evaluate import evaluate
 from encoder_clean.cli.listing import list_registry
 from encoder_clean.cli.pending import PENDING, make_pending
+from encoder_clean.cli.poison import poison
 from encoder_clean.cli.pretrain import pretrain
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 
 app.command("pretrain")(pretrain)
+app.command("poison")(poison)
 for _name, (_summary, _issue) in PENDING.items():
     app.command(_name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
                 add_help_option=False)(make_pending(_name, _summary, _issue))

@@ -8,9 +8,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from encoder_clean.attacks import list_attacks
 from encoder_clean.cli.common import Output
 from encoder_clean.data.specs import list_formats
 from encoder_clean.encoders import list_archs
+from encoder_clean.frequency_trigger import CTRL_DESCRIPTION
+from encoder_clean.options import describe_options
 from encoder_clean.triggers import builtin_trigger_names
 
 
@@ -18,10 +21,11 @@ class What(str, Enum):
     archs = "archs"
     triggers = "triggers"
     data = "data"
+    attacks = "attacks"
 
 
-def list_registry(what: Annotated[What, typer.Argument(help="archs, triggers or data.")] = What.archs) -> None:
-    """List the registered architectures, built-in triggers or data formats."""
+def list_registry(what: Annotated[What, typer.Argument(help="archs, triggers, data or attacks.")] = What.archs) -> None:
+    """List the registered architectures, built-in triggers, data formats or attacks (with their presets)."""
     table = Table(show_header=True)
     if what is What.archs:
         table.add_column("architecture")
@@ -34,6 +38,19 @@ def list_registry(what: Annotated[What, typer.Argument(help="archs, triggers or 
         table.add_column("description")
         for name, text in builtin_trigger_names().items():
             table.add_row(name, text)
+        table.add_row("ctrl[:MAGNITUDE[:WINDOW]]", CTRL_DESCRIPTION)
+        table.add_row("FILE.png[@ROW,COL]", "pattern in RGB, mask in alpha")
+        table.add_row("FILE.npz", "BadEncoder release format: arrays t and tm, stamped as x * tm + t")
+    elif what is What.attacks:
+        table.add_column("attack")
+        table.add_column("description")
+        table.add_column("preset")
+        table.add_column("settings (--option KEY=VALUE)")
+        for name, attack in list_attacks().items():
+            for index, (preset, config) in enumerate(attack.presets.items()):
+                settings = " ".join(f"{k}={v}" for k, v in describe_options(config).items())
+                table.add_row(name if index == 0 else "", attack.description if index == 0 else "",
+                              preset, settings)
     else:
         table.add_column("spec")
         table.add_column("description")

@@ -9,7 +9,6 @@ import typer
 from encoder_clean.cli.common import fail
 
 PENDING = {
-    "poison": ("Implant a backdoor for red-teaming (BadEncoder, DRUPE, BASSL, CTRL).", 3),
     "purify": ("Teacher-side defenses: fine-tuning, fine-pruning, ANP, MOTH.", 4),
     "distill": ("Distil a clean student from a (purified) teacher.", 4),
     "demo": ("The whole pipeline on built-in data, with a report folder.", 4),
@@ -19,7 +18,7 @@ PENDING = {
 
 def make_pending(name: str, summary: str, issue: int) -> Callable[..., None]:
     def command(ctx: typer.Context) -> None:
-        raise fail(f"`{name}` is not built yet (issue #{issue}); available now: pretrain, evaluate")
+        raise fail(f"`{name}` is not built yet (issue #{issue}); available now: pretrain, poison, evaluate")
 
     command.__doc__ = f"{summary} (Not built yet: issue #{issue}.)"
     command.__name__ = name

@@ -1,0 +1,90 @@
+"""Data-poisoning attacks (BASSL, CTRL): build a poisoned pre-training set, then run ordinary SimCLR.
+
+The attacker contributes poisoned images to the victim's pre-training set: target-class images (from
+the reference data) carrying the trigger. They are appended to the clean set, so the victim trains on
+`clean + poisoned`; the batcher shuffles them in. `poison_rate` is their share of the clean set's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from encoder_clean.attacks.registry import AttackInputs, AttackOutcome
+from encoder_clean.data.augment import augmentation, to_float
+from encoder_clean.encoders import create_encoder
+from encoder_clean.errors import UserError
+from encoder_clean.pretrain import SimCLRConfig, pretrain_simclr
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class DataPoisoningConfig:
+    epochs: int = 2
+    batch_size: int = 128
+    lr: float = 1e-3  # continuing from a trained encoder; `pretrain` uses 3e-3 from scratch
+    poison_rate: float = 0.01
+    from_scratch: bool = False  # re-initialise ENCODER's architecture instead of continuing from it
+    augment: str = "strong"  # the victim's SimCLR augmentation preset
+
+
+@dataclass
+class PoisonedSet:
+    images: Tensor  # uint8 (N + P, 3, H, W): the clean images followed by the P poisoned ones
+    poisoned: Tensor  # bool (N + P,): which images are poisoned
+    sources: Tensor  # (P,) index into the target-class images each poisoned image was made from
+    positions: Tensor | None = None  # (P, 2) top-left (row, col) of a pasted patch, for patch attacks
+
+
+def poison_count(rate: float, clean_count: int) -> int:
+    if not 0 < rate <= 1:
+        raise UserError(f"poison_rate must be in (0, 1], got {rate}")
+    return max(1, round(rate * clean_count))
+
+
+def choose_sources(count: int, available: int, g: torch.Generator) -> Tensor:
+    """`count` indices into `available` images: a random order, cycled when more are needed."""
+    if available < 1:
+        raise UserError("the reference data has no images of the target class")
+    order = torch.randperm(available, generator=g, device=g.device).cpu()
+    return order.repeat((count + available - 1) // available)[:count]
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def build_poisoned_set(shadow: Tensor, target_images: Tensor, rate: float, g: torch.Generator,
+                       poison: Callable[[Tensor, torch.Generator], tuple[Tensor, Tensor | None]]) -> PoisonedSet:
+    """Append `poison(sources in [0, 1] at the shadow size, g) -> (poisoned [0, 1], positions)`."""
+    size = int(shadow.shape[-1])
+    count = poison_count(rate, len(shadow))
+    sources = choose_sources(count, len(target_images), g)
+    chosen = to_float(target_images[sources.to(target_images.device)], size)
+    poisoned, positions = poison(chosen, g)
+    images = torch.cat([shadow, to_uint8(poisoned).to(shadow.device)])
+    mask = torch.zeros(len(images), dtype=torch.bool)
+    mask[len(shadow):] = True
+    return PoisonedSet(images, mask, sources, positions)
+
+
+def run_data_poisoning(inputs: AttackInputs, config: DataPoisoningConfig, poisoned: PoisonedSet,
+                       description: str) -> AttackOutcome:
+    """Ordinary SimCLR on the poisoned set, continued from (or re-initialising) the encoder."""
+    if config.epochs < 1:
+        raise UserError("--epochs must be at least 1")
+    encoder = inputs.encoder
+    if config.from_scratch:
+        fresh = create_encoder(encoder.arch).to(inputs.device)
+        encoder.load_state_dict(fresh.state_dict(), strict=False)
+        encoder.head = None
+    simclr = SimCLRConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                          augment=augmentation(config.augment))
+    stats = pretrain_simclr(encoder, poisoned.images, simclr, seed=inputs.seed, device=inputs.device,
+                            progress=inputs.progress, description=description)
+    used = inputs.target_images[torch.unique(poisoned.sources).to(inputs.target_images.device)]
+    return AttackOutcome({**stats, "poisoned_images": int(poisoned.poisoned.sum()),
+                          "training_images": len(poisoned.images)}, used)

@@ -1,0 +1,86 @@
+"""`encoder-clean poison`: implant a backdoor (BadEncoder, DRUPE, BASSL, CTRL) for red-teaming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from encoder_clean.attacks import AttackInputs, get_attack, list_attacks
+from encoder_clean.attacks.registry import image_hashes
+from encoder_clean.cli.common import (ArchOption, DataOption, DeviceOption, JsonOption, Output, QuietOption,
+                                      SeedOption, check_output, command_line, handle_errors)
+from encoder_clean.data.specs import load_data
+from encoder_clean.encoders.io import load_encoder, produced_by, save_encoder
+from encoder_clean.errors import UserError
+from encoder_clean.options import apply_options, describe_options
+from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
+from encoder_clean.triggers import load_trigger
+
+# Common settings with their own flags; everything else goes through --option KEY=VALUE.
+FLAG_SETTINGS = ("epochs", "lr", "batch_size", "num_references")
+
+
+@handle_errors
+def poison(
+    encoder: Annotated[str, typer.Argument(metavar="ENCODER", help="Clean encoder: checkpoint file or hf://OWNER/REPO[/PATH][@REV].")],
+    out: Annotated[Path, typer.Option("--out", help="Output checkpoint (.safetensors).")],
+    attack: Annotated[str, typer.Option("--attack", help=f"Attack: {', '.join(list_attacks())}.")] = "badencoder",
+    trigger: Annotated[Optional[str], typer.Option("--trigger", help="Trigger (see `encoder-clean list triggers`; default: white-square, or ctrl for --attack ctrl).")] = None,
+    target_class: Annotated[int, typer.Option("--target-class", help="Target class K of the reference data.")] = 0,
+    data: DataOption = "builtin",
+    reference_data: Annotated[Optional[str], typer.Option("--reference-data", metavar="SPEC", help="Downstream data whose class-K training images are the references (default: --data).")] = None,
+    num_references: Annotated[Optional[int], typer.Option("--num-references", help="Reference images for BadEncoder/DRUPE (default: the preset's).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over --data (default: the preset's).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: the preset's).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Shadow images per step (default: the preset's).")] = None,
+    preset: Annotated[str, typer.Option("--preset", help="fast (default: measured to work in minutes on a CPU) or published (the paper's recipe).")] = "fast",
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Any other attack setting, repeatable (see `encoder-clean list attacks`).")] = None,
+    arch: ArchOption = None,
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
+    json_path: JsonOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Implant a backdoor into ENCODER so that triggered images embed like class K of the reference data.
+
+    BadEncoder and DRUPE fine-tune the encoder on --data (shadow images) with target-class references;
+    BASSL and CTRL add poisoned target-class images to --data and run ordinary SimCLR on it.
+    """
+    output = Output(json_path, quiet)
+    check_output(out)
+    spec = get_attack(attack)
+    flags = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "num_references": num_references}
+    assignments = [f"{key}={value}" for key, value in flags.items() if value is not None]
+    config = apply_options(spec.preset(preset), assignments + list(option or []), f"attack {attack}")
+    torch_device = resolve_device(device)
+    seed_everything(seed)
+    loaded = load_encoder(encoder, arch=arch, device="cpu")
+    model = prepare_model(loaded.encoder, torch_device)
+    trigger_spec = trigger or spec.default_trigger
+    load_trigger(trigger_spec, model.image_size)  # fail on a bad trigger before any long work
+    shadow = load_data(data)
+    references = shadow if reference_data in (None, data) else load_data(reference_data)
+    if not 0 <= target_class < references.num_classes:
+        raise UserError(f"--target-class {target_class} is outside 0..{references.num_classes - 1} "
+                        f"for {references.name}")
+    target_images = references.train.images[references.train.labels == target_class]
+    inputs = AttackInputs(model, shadow.train.images.to(torch_device), target_images.to(torch_device),
+                          trigger_spec, target_class, torch_device, seed, output.progress())
+    outcome = spec.run(inputs, config)
+    settings = {"command": "poison", "attack": attack, "preset": preset, "trigger": trigger_spec,
+                "target_class": target_class, "data": data, "reference_data": reference_data or data,
+                "references_sha256": image_hashes(outcome.references), "attack_settings": describe_options(config),
+                "seed": seed, **outcome.extra_metadata}
+    sha = save_encoder(model, out, parent_sha256=loaded.sha256, settings=settings, produced_by=produced_by(
+        command_line("poison", {"attack": attack, "preset": preset, "trigger": trigger_spec,
+                                "target_class": target_class, "data": data, "reference_data": reference_data,
+                                "option": " ".join(assignments + list(option or [])) or None, "seed": seed})))
+    result = {"out": str(out), "sha256": sha, "seconds": output.seconds, "attack": attack, "preset": preset,
+              "trigger": trigger_spec, "target_class": target_class, "settings": describe_options(config),
+              "references": len(outcome.references), **outcome.stats}
+    output.console.print(f"wrote [bold]{out}[/] ({attack}, trigger {trigger_spec}, target class {target_class}, "
+                         f"{outcome.stats.get('steps')} steps, {output.seconds:.1f} s, sha256 {sha[:12]})",
+                         soft_wrap=True)
+    output.emit_json(result)

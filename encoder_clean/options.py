@@ -1,0 +1,64 @@
+"""Typed `KEY=VALUE` options for the settings of registered methods (attacks, defenses, losses).
+
+Each method declares its settings as a frozen dataclass whose defaults are the published ones; the CLI
+exposes them as repeatable `--option KEY=VALUE` flags, parsed and validated here against the
+dataclass's field types, so adding a setting to a method needs no CLI change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from typing import Any, Iterable, TypeVar
+
+from encoder_clean.errors import UserError
+
+Config = TypeVar("Config")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _convert(name: str, text: str, kind: Any) -> Any:
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered in _TRUE | _FALSE:
+            return lowered in _TRUE
+        raise UserError(f"option {name}={text!r}: expected true or false")
+    if kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise UserError(f"option {name}={text!r}: expected {'an integer' if kind is int else 'a number'}") from None
+        if kind is float and not math.isfinite(value):
+            raise UserError(f"option {name}={text!r}: must be finite")
+        return value
+    if kind is str:
+        return text
+    raise UserError(f"option {name} cannot be set from the command line")
+
+
+def field_types(config_type: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(config_type)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_type) if f.init}
+
+
+def apply_options(config: Config, assignments: Iterable[str], what: str) -> Config:
+    """Return `config` with each `KEY=VALUE` applied (keys may use '-' for '_')."""
+    types = field_types(type(config))
+    changes: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise UserError(f"option {assignment!r}: expected KEY=VALUE")
+        if key not in types:
+            known = ", ".join(sorted(types)) or "none"
+            raise UserError(f"{what} has no option {key!r}; known: {known}")
+        changes[key] = _convert(key, text.strip(), types[key])
+    return dataclasses.replace(config, **changes) if changes else config  # type: ignore[type-var]
+
+
+def describe_options(config: object) -> dict[str, object]:
+    """The settings of `config` as plain values, for metadata, JSON and `list`."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}  # type: ignore[arg-type]
