@@ -38,9 +38,9 @@ ExtraTerm = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, dict[str, 
 
 @dataclass(frozen=True)
 class BadEncoderConfig:
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 2e-3
     optimizer: str = "adam"  # adam | sgd (momentum 0.9)
     weight_decay: float = 0.0
     lambda1: float = 1.0

@@ -2,8 +2,8 @@
 trigger patch at random positions, then let the victim run ordinary SSL (here SimCLR) on it.
 
 The published setting poisons half of the target category of ImageNet-100, 0.5% of the set; the
-`published` preset keeps that rate, `fast` (default) raises it for a few-epoch CPU run
-(benchmarks/attacks.py measures both).
+`published` preset keeps that rate, `fast` (default) raises it to 10%, the most effective rate measured
+in a 3-epoch CPU run (README, Measured).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def run_bassl(inputs: AttackInputs, config: DataPoisoningConfig) -> AttackOutcom
 register_attack(Attack(
     "bassl",
     "poison pre-training data: trigger pasted at random positions on target-class images (Saha et al., CVPR 2022)",
-    {"fast": DataPoisoningConfig(poison_rate=0.05), "published": DataPoisoningConfig(poison_rate=0.005)},
+    {"fast": DataPoisoningConfig(poison_rate=0.1), "published": DataPoisoningConfig(poison_rate=0.005)},
     run_bassl,
     default_trigger="white-square",
 ))

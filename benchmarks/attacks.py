@@ -1,0 +1,109 @@
+"""Does `poison` plant real backdoors? ACC/ASR of the clean and the poisoned encoder for every attack.
+
+Runs the real commands as a user would: pre-trains (or reuses) a clean encoder on one built-in family,
+poisons it with each attack (its `fast` preset) using target-class references from the downstream
+family, and evaluates the clean and the poisoned encoders on the downstream family with the attack's
+trigger (linear probe, target class 0). Downstream on the other family is the papers' cross-dataset
+setting; on the same family, the references come from the pre-training data itself.
+
+    python benchmarks/attacks.py [--pretrain-family shapes] [--downstream glyphs shapes]
+        [--attacks badencoder drupe bassl ctrl] [--arch resnet18-cifar-w16] [--device cpu]
+
+Targets (issue #3): BadEncoder and DRUPE ASR >= 95%, BASSL and CTRL ASR >= 80%, ACC within 3 points of
+the clean encoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FAMILIES = ("shapes", "glyphs")
+ATTACKS = ("badencoder", "drupe", "bassl", "ctrl")
+TRIGGERS = {"badencoder": "white-square", "drupe": "white-square", "bassl": "white-square", "ctrl": "ctrl"}
+ASR_TARGET = {"badencoder": 95.0, "drupe": 95.0, "bassl": 80.0, "ctrl": 80.0}
+ACC_TOLERANCE = 3.0
+TARGET_CLASS = 0
+
+
+def cli(*args: str, device: str) -> dict:
+    result = subprocess.run([sys.executable, "-m", "encoder_clean", *args, "--device", device, "--json", "-", "-q"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"command failed: {' '.join(args)}\n{result.stderr}")
+    return json.loads(result.stdout)
+
+
+def clean_encoder(args: argparse.Namespace) -> Path:
+    suffix = "" if args.arch == "resnet18-cifar-w16" else f"_{args.arch}"
+    path = args.out_dir / f"pretrained_{args.pretrain_family}_e{args.pretrain_epochs}_s0{suffix}.safetensors"
+    if not path.exists():
+        started = time.perf_counter()
+        cli("pretrain", "--data", f"builtin:{args.pretrain_family}", "--arch", args.arch, "--epochs",
+            str(args.pretrain_epochs), "--out", str(path), device=args.device)
+        print(f"pre-trained {path.name} in {time.perf_counter() - started:.1f} s")
+    else:
+        print(f"reusing the clean encoder {path}")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pretrain-family", choices=FAMILIES, default="shapes")
+    parser.add_argument("--pretrain-epochs", type=int, default=3)
+    parser.add_argument("--downstream", nargs="+", choices=FAMILIES, default=None,
+                        help="downstream families (default: the other family, then the same one)")
+    parser.add_argument("--attacks", nargs="+", choices=ATTACKS, default=list(ATTACKS))
+    parser.add_argument("--arch", default="resnet18-cifar-w16")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache"))
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the rows as JSON here")
+    args = parser.parse_args()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    other = [f for f in FAMILIES if f != args.pretrain_family][0]
+    downstream = args.downstream or [other, args.pretrain_family]
+    clean = clean_encoder(args)
+
+    rows = []
+    for family in downstream:
+        poisoned: dict[str, tuple[Path, float]] = {}
+        for attack in args.attacks:
+            out = args.out_dir / f"poisoned_{attack}_{args.pretrain_family}_to_{family}_{args.arch}.safetensors"
+            started = time.perf_counter()
+            cli("poison", str(clean), "--attack", attack, "--trigger", TRIGGERS[attack], "--target-class",
+                str(TARGET_CLASS), "--data", f"builtin:{args.pretrain_family}", "--reference-data",
+                f"builtin:{family}", "--out", str(out), device=args.device)
+            poisoned[attack] = (out, time.perf_counter() - started)
+        for trigger in sorted({TRIGGERS[a] for a in args.attacks}):
+            attacks = [a for a in args.attacks if TRIGGERS[a] == trigger]
+            report = cli("evaluate", str(clean), *(str(poisoned[a][0]) for a in attacks), "--data",
+                         f"builtin:{family}", "--trigger", trigger, "--target-class", str(TARGET_CLASS),
+                         device=args.device)
+            base, *results = report["encoders"]
+            for attack, result in zip(attacks, results):
+                rows.append({"downstream": family, "attack": attack, "trigger": trigger,
+                             "clean_acc": base["acc"], "clean_asr": base["asr"], "acc": result["acc"],
+                             "asr": result["asr"], "asr_nontarget": result["asr_nontarget"],
+                             "poison_seconds": round(poisoned[attack][1], 1)})
+
+    print(f"\n{args.arch}, pre-trained on builtin:{args.pretrain_family}, target class {TARGET_CLASS}, "
+          f"linear probe, device {args.device}")
+    header = (f"{'downstream':<11}{'attack':<11}{'trigger':<13}{'clean ACC':>10}{'clean ASR':>10}{'ACC':>8}"
+              f"{'dACC':>7}{'ASR':>8}{'ASR-nt':>8}{'poison s':>10}  targets")
+    print(header)
+    for row in rows:
+        drop = row["acc"] - row["clean_acc"]
+        met = row["asr"] >= ASR_TARGET[row["attack"]] and abs(drop) <= ACC_TOLERANCE
+        print(f"{row['downstream']:<11}{row['attack']:<11}{row['trigger']:<13}{row['clean_acc']:>10.2f}"
+              f"{row['clean_asr']:>10.2f}{row['acc']:>8.2f}{drop:>+7.2f}{row['asr']:>8.2f}"
+              f"{row['asr_nontarget']:>8.2f}{row['poison_seconds']:>10.1f}  {'met' if met else 'MISSED'}")
+    if args.json_out:
+        args.json_out.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
