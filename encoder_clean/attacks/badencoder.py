@@ -44,7 +44,7 @@ class BadEncoderConfig:
     optimizer: str = "adam"  # adam | sgd (momentum 0.9)
     weight_decay: float = 0.0
     lambda1: float = 1.0
-    lambda2: float = 3.0
+    lambda2: float = 5.0
     num_references: int = 10
     trigger_augment: str = "strong"  # augmentation preset of the shadow views the trigger is stamped on; "none": plain
     reference_augment: str = "simclr"

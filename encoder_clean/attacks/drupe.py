@@ -22,7 +22,7 @@ Tensor = torch.Tensor
 
 @dataclass(frozen=True)
 class DrupeConfig(BadEncoderConfig):
-    swd_weight: float = 1.0
+    swd_weight: float = 0.05
     swd_projections: int = 64
     num_references: int = 10
 
