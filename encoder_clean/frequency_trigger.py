@@ -21,7 +21,7 @@ from functools import lru_cache
 import torch
 
 from encoder_clean.errors import UserError
-from encoder_clean.triggers import TRIGGER_KINDS, Trigger
+from encoder_clean.triggers import Trigger, register_trigger_kind
 
 Tensor = torch.Tensor
 
@@ -167,4 +167,4 @@ def load_ctrl_trigger(spec: str, rest: str, image_size: int) -> FrequencyTrigger
     return FrequencyTrigger(spec, magnitude, window, image_size)
 
 
-TRIGGER_KINDS[KIND] = load_ctrl_trigger
+register_trigger_kind(KIND, load_ctrl_trigger, "ctrl[:MAGNITUDE[:WINDOW]]", CTRL_DESCRIPTION)

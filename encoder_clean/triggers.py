@@ -254,7 +254,25 @@ def save_trigger_npz(trigger: PatchTrigger, path: str | Path) -> None:
 
 
 # Kinds of trigger that are not patches register a loader here, keyed by their spec prefix:
-# `kind:rest` -> loader(spec, rest, image_size).
+# `kind:rest` -> loader(spec, rest, image_size), with a usage line and a description for `list triggers`.
 TRIGGER_KINDS: dict[str, Callable[[str, str, int], Trigger]] = {}
+_KIND_HELP: dict[str, tuple[str, str]] = {}
+FILE_TRIGGERS = {
+    "FILE.png[@ROW,COL]": "pattern in RGB, mask in alpha",
+    "FILE.npz": "BadEncoder release format: arrays t and tm, stamped as x * tm + t",
+}
+
+
+def register_trigger_kind(kind: str, loader: Callable[[str, str, int], Trigger], usage: str,
+                          description: str) -> None:
+    if kind in TRIGGER_KINDS:
+        raise ValueError(f"trigger kind {kind!r} registered twice")
+    TRIGGER_KINDS[kind] = loader
+    _KIND_HELP[kind] = (usage, description)
+
+
+def trigger_help() -> dict[str, str]:
+    """Every accepted trigger form (usage -> description): built-ins, registered kinds, files."""
+    return {**builtin_trigger_names(), **dict(_KIND_HELP.values()), **FILE_TRIGGERS}
 
 from encoder_clean import frequency_trigger as _frequency_trigger  # noqa: E402,F401  (registers "ctrl")

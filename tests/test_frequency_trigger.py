@@ -8,7 +8,7 @@ import torch
 from encoder_clean.errors import UserError
 from encoder_clean.frequency_trigger import (CTRL_DESCRIPTION, FrequencyTrigger, dct_matrix,
                                              frequency_positions, rgb_to_ycbcr, ycbcr_to_rgb)
-from encoder_clean.triggers import TRIGGER_KINDS, load_trigger
+from encoder_clean.triggers import TRIGGER_KINDS, load_trigger, trigger_help
 
 
 def _greyish(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -119,6 +119,7 @@ def test_survives_uint8_quantisation_and_is_small():
 
 def test_specs_and_describe():
     assert "ctrl" in TRIGGER_KINDS and CTRL_DESCRIPTION and "\n" not in CTRL_DESCRIPTION
+    assert trigger_help()["ctrl[:MAGNITUDE[:WINDOW]]"] == CTRL_DESCRIPTION
     plain = load_trigger("ctrl", 32)
     assert isinstance(plain, FrequencyTrigger)
     assert plain.describe() == {"spec": "ctrl", "kind": "ctrl", "magnitude": 100.0, "window": 32,

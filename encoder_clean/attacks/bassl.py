@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from encoder_clean.attacks.poisoning import DataPoisoningConfig, build_poisoned_set, run_data_poisoning
+from encoder_clean.attacks.poisoning import DataPoisoningConfig, run_data_poisoning
 from encoder_clean.attacks.registry import Attack, AttackInputs, AttackOutcome, register_attack
 from encoder_clean.errors import UserError
-from encoder_clean.triggers import PatchTrigger
+from encoder_clean.triggers import PatchTrigger, Trigger
 
 Tensor = torch.Tensor
 
@@ -46,16 +46,15 @@ def paste_at_random(images: Tensor, pattern: Tensor, mask: Tensor, g: torch.Gene
     return out, torch.stack([rows, cols], dim=1)
 
 
-def run_bassl(inputs: AttackInputs, config: DataPoisoningConfig) -> AttackOutcome:
-    size = int(inputs.shadow_images.shape[-1])
-    trigger = inputs.trigger(size)
+def poison_bassl(trigger: Trigger, images: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
     if not isinstance(trigger, PatchTrigger):
-        raise UserError(f"bassl pastes patch triggers; {inputs.trigger_spec} is not one (use --attack ctrl)")
+        raise UserError(f"bassl pastes patch triggers; {trigger.spec} is not one (use --attack ctrl)")
     pattern, mask = patch_of(trigger)
-    g = torch.Generator(device=inputs.device).manual_seed(inputs.seed)
-    poisoned = build_poisoned_set(inputs.shadow_images, inputs.target_images, config.poison_rate, g,
-                                  lambda images, gen: paste_at_random(images, pattern, mask, gen))
-    return run_data_poisoning(inputs, config, poisoned, "BASSL (SimCLR on poisoned data)")
+    return paste_at_random(images, pattern, mask, g)
+
+
+def run_bassl(inputs: AttackInputs, config: DataPoisoningConfig) -> AttackOutcome:
+    return run_data_poisoning(inputs, config, poison_bassl, "BASSL (SimCLR on poisoned data)")
 
 
 register_attack(Attack(

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import torch
 
-from encoder_clean.attacks.poisoning import DataPoisoningConfig, build_poisoned_set, run_data_poisoning
+from encoder_clean.attacks.poisoning import DataPoisoningConfig, run_data_poisoning
 from encoder_clean.attacks.registry import Attack, AttackInputs, AttackOutcome, register_attack
+from encoder_clean.triggers import Trigger
+
+
+def poison_ctrl(trigger: Trigger, images: torch.Tensor, _: torch.Generator) -> tuple[torch.Tensor, None]:
+    return trigger.stamp(images), None
 
 
 def run_ctrl(inputs: AttackInputs, config: DataPoisoningConfig) -> AttackOutcome:
-    trigger = inputs.trigger(int(inputs.shadow_images.shape[-1]))
-    g = torch.Generator(device=inputs.device).manual_seed(inputs.seed)
-    poisoned = build_poisoned_set(inputs.shadow_images, inputs.target_images, config.poison_rate, g,
-                                  lambda images, _: (trigger.stamp(images), None))
-    return run_data_poisoning(inputs, config, poisoned, "CTRL (SimCLR on poisoned data)")
+    return run_data_poisoning(inputs, config, poison_ctrl, "CTRL (SimCLR on poisoned data)")
 
 
 register_attack(Attack(

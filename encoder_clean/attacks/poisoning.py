@@ -13,12 +13,16 @@ from typing import Callable
 import torch
 
 from encoder_clean.attacks.registry import AttackInputs, AttackOutcome
-from encoder_clean.data.augment import augmentation, to_float
+from encoder_clean.data.augment import augmentation, to_float, to_uint8
 from encoder_clean.encoders import create_encoder
 from encoder_clean.errors import UserError
 from encoder_clean.pretrain import SimCLRConfig, pretrain_simclr
+from encoder_clean.runtime import device_generator
+from encoder_clean.triggers import Trigger
 
 Tensor = torch.Tensor
+# Turns target-class images in [0, 1] into poisoned ones: (trigger, images, g) -> (poisoned, positions).
+PoisonFn = Callable[[Trigger, Tensor, torch.Generator], tuple[Tensor, "Tensor | None"]]
 
 
 @dataclass(frozen=True)
@@ -56,10 +60,6 @@ def choose_sources(count: int, available: int, g: torch.Generator) -> Tensor:
     return order.repeat((count + available - 1) // available)[:count]
 
 
-def to_uint8(images: Tensor) -> Tensor:
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 def build_poisoned_set(shadow: Tensor, target_images: Tensor, rate: float, g: torch.Generator,
                        poison: Callable[[Tensor, torch.Generator], tuple[Tensor, Tensor | None]]) -> PoisonedSet:
     """Append `poison(sources in [0, 1] at the shadow size, g) -> (poisoned [0, 1], positions)`."""
@@ -74,11 +74,16 @@ def build_poisoned_set(shadow: Tensor, target_images: Tensor, rate: float, g: to
     return PoisonedSet(images, mask, sources, positions)
 
 
-def run_data_poisoning(inputs: AttackInputs, config: DataPoisoningConfig, poisoned: PoisonedSet,
+def run_data_poisoning(inputs: AttackInputs, config: DataPoisoningConfig, poison: PoisonFn,
                        description: str) -> AttackOutcome:
-    """Ordinary SimCLR on the poisoned set, continued from (or re-initialising) the encoder."""
+    """Poison the pre-training set with `poison` (the trigger at the data's own size), then run
+    ordinary SimCLR on it, re-initialising (or continuing from) the encoder."""
     if config.epochs < 1:
         raise UserError("--epochs must be at least 1")
+    trigger = inputs.trigger(int(inputs.shadow_images.shape[-1]))
+    g = device_generator(inputs.device, inputs.seed)
+    poisoned = build_poisoned_set(inputs.shadow_images, inputs.target_images, config.poison_rate, g,
+                                  lambda images, gen: poison(trigger, images, gen))
     encoder = inputs.encoder
     if config.from_scratch:
         fresh = create_encoder(encoder.arch).to(inputs.device)

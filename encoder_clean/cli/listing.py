@@ -12,9 +12,8 @@ from encoder_clean.attacks import list_attacks
 from encoder_clean.cli.common import Output
 from encoder_clean.data.specs import list_formats
 from encoder_clean.encoders import list_archs
-from encoder_clean.frequency_trigger import CTRL_DESCRIPTION
 from encoder_clean.options import describe_options
-from encoder_clean.triggers import builtin_trigger_names
+from encoder_clean.triggers import trigger_help
 
 
 class What(str, Enum):
@@ -36,11 +35,8 @@ def list_registry(what: Annotated[What, typer.Argument(help="archs, triggers, da
     elif what is What.triggers:
         table.add_column("trigger")
         table.add_column("description")
-        for name, text in builtin_trigger_names().items():
-            table.add_row(name, text)
-        table.add_row("ctrl[:MAGNITUDE[:WINDOW]]", CTRL_DESCRIPTION)
-        table.add_row("FILE.png[@ROW,COL]", "pattern in RGB, mask in alpha")
-        table.add_row("FILE.npz", "BadEncoder release format: arrays t and tm, stamped as x * tm + t")
+        for usage, text in trigger_help().items():
+            table.add_row(usage, text)
     elif what is What.attacks:
         table.add_column("attack")
         table.add_column("description")

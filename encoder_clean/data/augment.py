@@ -50,6 +50,11 @@ def augmentation(name: str) -> AugmentConfig:
     return AUGMENTATIONS[name]
 
 
+def to_uint8(images: Tensor) -> Tensor:
+    """Float images in [0, 1] -> uint8 (clamped, rounded): the inverse of `to_float`."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 def to_float(images: Tensor, size: int | None = None) -> Tensor:
     """uint8 (N, 3, H, W) -> float in [0, 1], resized to `size` x `size` when it differs."""
     out = images.float().div_(255) if images.dtype == torch.uint8 else images.float()

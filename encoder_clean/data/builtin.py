@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from encoder_clean.data.augment import to_uint8
 from encoder_clean.data.dataset import Dataset, Split
 from encoder_clean.data.specs import register_format, reject_unknown, take_int
 from encoder_clean.errors import UserError
@@ -137,7 +138,7 @@ def _soft_inside(distance: Tensor, scale: Tensor | float) -> Tensor:
 
 def _finish(image: Tensor, g: torch.Generator) -> Tensor:
     noise = torch.randn(image.shape, generator=g) * 0.03
-    return ((image + noise).clamp(0, 1) * 255).round().to(torch.uint8)
+    return to_uint8(image + noise)
 
 
 def _local(x: Tensor, y: Tensor, cx: Tensor, cy: Tensor, scale: Tensor, angle: Tensor) -> tuple[Tensor, Tensor]:

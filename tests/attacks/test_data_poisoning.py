@@ -9,8 +9,8 @@ import torch
 
 from encoder_clean.attacks import AttackInputs, get_attack
 from encoder_clean.attacks.bassl import paste_at_random, patch_of
-from encoder_clean.attacks.poisoning import build_poisoned_set, poison_count, to_uint8
-from encoder_clean.data.augment import to_float
+from encoder_clean.attacks.poisoning import build_poisoned_set, poison_count
+from encoder_clean.data.augment import to_float, to_uint8
 from encoder_clean.errors import UserError
 from encoder_clean.triggers import load_trigger
 
