@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +51,8 @@ def simclr_loss(encoder: Encoder, images: torch.Tensor, g: torch.Generator, conf
 
 def pretrain_simclr(encoder: Encoder, images: torch.Tensor, config: SimCLRConfig, *, seed: int,
                     device: torch.device, progress: Progress = NULL_PROGRESS,
-                    description: str = "SimCLR") -> dict[str, object]:
+                    description: str = "SimCLR", after_step: Callable[[], None] | None = None
+                    ) -> dict[str, object]:
     """Train `encoder` (with its projection head) in place on uint8 `images` resident on `device`."""
     encoder.add_head().train()
     g = device_generator(device, seed)
@@ -64,6 +66,6 @@ def pretrain_simclr(encoder: Encoder, images: torch.Tensor, config: SimCLRConfig
         return simclr_loss(encoder, images[next(batches)], g, config, device)
 
     history = run_steps(step, optimizer, total, scheduler=scheduler, progress=progress,
-                        description=description)
+                        description=description, after_step=after_step)
     encoder.eval()
     return {"steps": total, "final_loss": history[-1]["loss"] if history else None}

@@ -5,11 +5,14 @@ from __future__ import annotations
 import typer
 
 from encoder_clean import __version__
+from encoder_clean.cli.demo import demo
+from encoder_clean.cli.distill import distill
 from encoder_clean.cli.evaluate import evaluate
 from encoder_clean.cli.listing import list_registry
 from encoder_clean.cli.pending import PENDING, make_pending
 from encoder_clean.cli.poison import poison
 from encoder_clean.cli.pretrain import pretrain
+from encoder_clean.cli.purify import purify
 
 app = typer.Typer(
     name="encoder-clean",
@@ -22,10 +25,13 @@ app = typer.Typer(
 
 app.command("pretrain")(pretrain)
 app.command("poison")(poison)
+app.command("purify")(purify)
+app.command("distill")(distill)
 for _name, (_summary, _issue) in PENDING.items():
     app.command(_name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
                 add_help_option=False)(make_pending(_name, _summary, _issue))
 app.command("evaluate")(evaluate)
+app.command("demo")(demo)
 app.command("list")(list_registry)
 
 

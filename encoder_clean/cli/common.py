@@ -12,10 +12,14 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional
 
+import torch
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgressBar, TextColumn, TimeElapsedColumn
 
+from encoder_clean.data.dataset import Split
+from encoder_clean.data.specs import load_data
+from encoder_clean.encoders.io import LoadedEncoder
 from encoder_clean.errors import EncoderCleanError, UserError
 from encoder_clean.fileio import write_json_atomic
 from encoder_clean.runtime import NULL_PROGRESS, Progress
@@ -30,6 +34,12 @@ ArchOption = Annotated[Optional[str], typer.Option(
     "--arch", help="Architecture for files that do not record it (see `encoder-clean archs`).")]
 DataOption = Annotated[str, typer.Option(
     "--data", metavar="SPEC", help="Data: builtin[:shapes|glyphs], cifar10:ROOT, stl10:ROOT, gtsrb:ROOT, svhn:ROOT, folder:ROOT, npz:PATH.")]
+CleanFractionOption = Annotated[float, typer.Option(
+    "--clean-fraction", help="Share of the training split the defender holds clean (its first images).")]
+
+# Attack settings a checkpoint records, carried to the checkpoints cleaned from it so that `evaluate`
+# measures the cleaned encoder against the same attack. Defenses never read them.
+ATTACK_KEYS = ("attack", "trigger", "target_class")
 
 err_console = Console(stderr=True, highlight=False)
 
@@ -118,6 +128,17 @@ def check_output(path: Path, suffix: str = ".safetensors") -> Path:
     if not os.access(folder, os.W_OK):
         raise UserError(f"--out {path}: folder {folder} is not writable")
     return path
+
+
+def defender_data(spec: str, fraction: float, device: torch.device) -> tuple[Split, int]:
+    """The defender's clean subset of `spec` (first `fraction` of the training split) and the class count.
+    Only this subset goes to a defense: never the test split."""
+    dataset = load_data(spec)
+    return dataset.clean_subset(fraction).to(device), dataset.num_classes
+
+
+def inherited_attack(loaded: LoadedEncoder) -> dict[str, object]:
+    return {key: loaded.setting(key) for key in ATTACK_KEYS if loaded.setting(key) is not None}
 
 
 def command_line(name: str, options: dict[str, Any]) -> str:

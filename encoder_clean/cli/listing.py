@@ -1,9 +1,10 @@
-"""`encoder-clean list`: what the registries hold (architectures, triggers, data formats)."""
+"""`encoder-clean list`: what the registries hold (architectures, triggers, data formats, attacks,
+defenses, students, losses)."""
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Callable
 
 import typer
 from rich.table import Table
@@ -11,45 +12,88 @@ from rich.table import Table
 from encoder_clean.attacks import list_attacks
 from encoder_clean.cli.common import Output
 from encoder_clean.data.specs import list_formats
+from encoder_clean.defenses import list_defenses
+from encoder_clean.distill.losses import list_losses
+from encoder_clean.distill.recipe import RECOMMENDED
+from encoder_clean.distill.students import list_students
+from encoder_clean.distill.trainer import DistillConfig
 from encoder_clean.encoders import list_archs
 from encoder_clean.options import describe_options
 from encoder_clean.triggers import trigger_help
 
 
-class What(str, Enum):
-    archs = "archs"
-    triggers = "triggers"
-    data = "data"
-    attacks = "attacks"
+def _settings(config: object) -> str:
+    return " ".join(f"{k}={v}" for k, v in describe_options(config).items())
 
 
-def list_registry(what: Annotated[What, typer.Argument(help="archs, triggers, data or attacks.")] = What.archs) -> None:
-    """List the registered architectures, built-in triggers, data formats or attacks (with their presets)."""
+def _archs() -> Table:
+    table = _table("architecture", "input", "description")
+    for info in list_archs():
+        table.add_row(info.name, f"{info.image_size} px", info.description)
+    return table
+
+
+def _triggers() -> Table:
+    table = _table("trigger", "description")
+    for usage, text in trigger_help().items():
+        table.add_row(usage, text)
+    return table
+
+
+def _data() -> Table:
+    table = _table("spec", "description")
+    for fmt in list_formats():
+        table.add_row(fmt.usage, fmt.description)
+    return table
+
+
+def _attacks() -> Table:
+    table = _table("attack", "description", "preset", "settings (--option KEY=VALUE)")
+    for name, attack in list_attacks().items():
+        for index, (preset, config) in enumerate(attack.presets.items()):
+            table.add_row(name if index == 0 else "", attack.description if index == 0 else "", preset,
+                          _settings(config))
+    return table
+
+
+def _defenses() -> Table:
+    table = _table("method", "description", "settings (purify --option / distill --finetune-option)")
+    for name, defense in list_defenses().items():
+        table.add_row(name, defense.description, _settings(defense.defaults))
+    return table
+
+
+def _students() -> Table:
+    table = _table("student", "description")
+    for name, student in list_students().items():
+        table.add_row(name + (" (default)" if name == RECOMMENDED.student else ""), student.description)
+    return table
+
+
+def _losses() -> Table:
+    table = _table("loss", "group", "default weight", "default taps", "description")
+    for name, kind in list_losses().items():
+        taps = kind.default_taps if isinstance(kind.default_taps, str) else ",".join(kind.default_taps)
+        table.add_row(name, kind.group, f"{kind.default_weight:g}", taps, kind.description)
+    table.caption = f"distill --option KEY=VALUE settings: {_settings(DistillConfig())}"
+    return table
+
+
+def _table(*columns: str) -> Table:
     table = Table(show_header=True)
-    if what is What.archs:
-        table.add_column("architecture")
-        table.add_column("input")
-        table.add_column("description")
-        for info in list_archs():
-            table.add_row(info.name, f"{info.image_size} px", info.description)
-    elif what is What.triggers:
-        table.add_column("trigger")
-        table.add_column("description")
-        for usage, text in trigger_help().items():
-            table.add_row(usage, text)
-    elif what is What.attacks:
-        table.add_column("attack")
-        table.add_column("description")
-        table.add_column("preset")
-        table.add_column("settings (--option KEY=VALUE)")
-        for name, attack in list_attacks().items():
-            for index, (preset, config) in enumerate(attack.presets.items()):
-                settings = " ".join(f"{k}={v}" for k, v in describe_options(config).items())
-                table.add_row(name if index == 0 else "", attack.description if index == 0 else "",
-                              preset, settings)
-    else:
-        table.add_column("spec")
-        table.add_column("description")
-        for fmt in list_formats():
-            table.add_row(fmt.usage, fmt.description)
-    Output(None, True).console.print(table)
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
+LISTERS: dict[str, Callable[[], Table]] = {
+    "archs": _archs, "triggers": _triggers, "data": _data, "attacks": _attacks, "defenses": _defenses,
+    "students": _students, "losses": _losses,
+}
+What = Enum("What", {name: name for name in LISTERS}, type=str)  # type: ignore[misc]
+
+
+def list_registry(what: Annotated[What, typer.Argument(help=", ".join(LISTERS) + ".")] = "archs") -> None:  # type: ignore[assignment]
+    """List a registry: architectures, built-in triggers, data formats, attacks (with presets), teacher
+    defenses, students or distillation losses (with their defaults)."""
+    Output(None, True).console.print(LISTERS[What(what).value]())

@@ -9,16 +9,13 @@ import typer
 from encoder_clean.cli.common import fail
 
 PENDING = {
-    "purify": ("Teacher-side defenses: fine-tuning, fine-pruning, ANP, MOTH.", 4),
-    "distill": ("Distil a clean student from a (purified) teacher.", 4),
-    "demo": ("The whole pipeline on built-in data, with a report folder.", 4),
     "scan": ("Detect a backdoor by trigger inversion (exit 1 when found), for CI gates.", 5),
 }
 
 
 def make_pending(name: str, summary: str, issue: int) -> Callable[..., None]:
     def command(ctx: typer.Context) -> None:
-        raise fail(f"`{name}` is not built yet (issue #{issue}); available now: pretrain, poison, evaluate")
+        raise fail(f"`{name}` is not built yet (issue #{issue}); available now: pretrain, poison, purify, distill, evaluate, demo")
 
     command.__doc__ = f"{summary} (Not built yet: issue #{issue}.)"
     command.__name__ = name

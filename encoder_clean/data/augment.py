@@ -137,3 +137,45 @@ def simclr_augment(images: Tensor, size: int, g: torch.Generator,
     out = random_resized_crop(to_float(images), size, config, g)
     out = color_jitter(out, config, g)
     return random_grayscale(out, config.grayscale_p, g)
+
+
+def random_patches(images: Tensor, g: torch.Generator, prob: float, min_frac: float = 0.1,
+                   max_frac: float = 0.4) -> Tensor:
+    """Paste a random square patch on a random `prob` share of float images (N, 3, H, W).
+
+    The patch side is a uniform fraction of the image side in [min_frac, max_frac], its position is
+    uniform, and its content is one of: a solid colour, uniform noise, a two-colour checkerboard, or the
+    same window of another image in the batch. Distillation feeds patched views to the student and the
+    unpatched views to the teacher, so the student learns to ignore small local patterns whatever they
+    are: no knowledge of any trigger is involved.
+    """
+    n, _, height, width = images.shape
+    device = images.device
+    side = min(height, width)
+    size = (_uniform(n, min_frac, max_frac, g, device) * side).round().clamp(min=1)
+    top = (torch.rand(n, generator=g, device=device) * (height - size + 1)).floor()
+    left = (torch.rand(n, generator=g, device=device) * (width - size + 1)).floor()
+    rows = torch.arange(height, device=device).view(1, height, 1)
+    cols = torch.arange(width, device=device).view(1, 1, width)
+    inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + size).view(-1, 1, 1))
+              & (cols >= left.view(-1, 1, 1)) & (cols < (left + size).view(-1, 1, 1)))
+    chosen = torch.rand(n, generator=g, device=device) < prob
+    mask = (inside & chosen.view(-1, 1, 1)).unsqueeze(1)
+    colour_a = torch.rand(n, 3, 1, 1, generator=g, device=device, dtype=images.dtype)
+    colour_b = torch.rand(n, 3, 1, 1, generator=g, device=device, dtype=images.dtype)
+    cell = (torch.randint(1, 4, (n, 1, 1, 1), generator=g, device=device)).to(images.dtype)
+    checker = (((rows.unsqueeze(0) / cell).floor() + (cols.unsqueeze(0) / cell).floor()) % 2).to(images.dtype)
+    # Half of the solid patches take a corner of the RGB cube (white, black, pure colours): plain
+    # saturated squares are the most common patch shape a trigger takes, and uniform colours rarely reach them.
+    corner = torch.randint(0, 2, (n, 3, 1, 1), generator=g, device=device).to(images.dtype)
+    use_corner = torch.rand(n, 1, 1, 1, generator=g, device=device) < 0.5
+    solid = torch.where(use_corner, corner, colour_a)
+    contents = torch.stack([
+        solid.expand_as(images),
+        torch.rand(images.shape, generator=g, device=device, dtype=images.dtype),
+        colour_a * checker + colour_b * (1 - checker),
+        images.roll(1, dims=0),
+    ])
+    kind = torch.randint(0, len(contents), (n,), generator=g, device=device)
+    content = contents[kind, torch.arange(n, device=device)]
+    return torch.where(mask, content, images)

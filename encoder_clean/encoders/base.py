@@ -82,6 +82,12 @@ class Encoder(nn.Module):
             self.head = ProjectionHead(self.feature_dim).to(self.mean.device)
         return self
 
+    def zero_tap_channels(self, tap: str, channels: Sequence[int]) -> list[str]:
+        """Make the given output channels of layer tap `tap` exactly zero for every input, by zeroing
+        weights only (so the checkpoint format does not change). Returns the parameter names touched;
+        pruning defenses re-apply it after every optimiser step."""
+        raise UserError(f"{self.arch} does not support channel pruning")
+
     # -- helpers ------------------------------------------------------------------------------
     def check_taps(self, taps: Sequence[str]) -> None:
         unknown = [t for t in taps if t not in self.tap_names]

@@ -14,6 +14,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from encoder_clean.encoders.base import Encoder
+from encoder_clean.errors import UserError
 from encoder_clean.encoders.registry import IMAGENET_MEAN, IMAGENET_STD, register_arch
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -66,6 +67,28 @@ class ResNetEncoder(Encoder):
             if name in taps:
                 tapped[name] = x
         return torch.flatten(self.avgpool(x), 1), tapped
+
+    @torch.no_grad()
+    def zero_tap_channels(self, tap: str, channels: Sequence[int]) -> list[str]:
+        # A stage's output is relu(branch + shortcut) in every block. Zeroing the channel in each
+        # BatchNorm that writes into the stage's residual stream (every block's last BN and the
+        # downsample BN) makes block after block output exactly 0 there: relu(0 + 0) = 0.
+        self.check_taps([tap])
+        if getattr(self, tap)[0].downsample is None:
+            raise UserError(f"{tap} of {self.arch} adds its input unchanged, so its channels cannot be zeroed "
+                            f"by weights alone; prune a later stage")
+        index = torch.as_tensor(list(channels), dtype=torch.long)
+        touched = []
+        for block_name, block in getattr(self, tap).named_children():
+            last_bn = "bn3" if isinstance(block, Bottleneck) else "bn2"
+            norms = [(last_bn, getattr(block, last_bn))]
+            if block.downsample is not None:
+                norms.append(("downsample.1", block.downsample[1]))
+            for norm_name, norm in norms:
+                norm.weight[index.to(norm.weight.device)] = 0
+                norm.bias[index.to(norm.bias.device)] = 0
+                touched.append(f"{tap}.{block_name}.{norm_name}")
+        return touched
 
 
 def _make_stage(block, in_planes: int, planes: int, count: int, stride: int) -> tuple[nn.Sequential, int]:

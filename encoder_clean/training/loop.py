@@ -29,7 +29,7 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
 def run_steps(step: StepFn, optimizer: torch.optim.Optimizer, total_steps: int, *,
               scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
               progress: Progress = NULL_PROGRESS, description: str = "training",
-              log_every: int = 10) -> list[dict[str, float]]:
+              log_every: int = 10, after_step: Callable[[], None] | None = None) -> list[dict[str, float]]:
     """Run `total_steps` optimisation steps of `step(i) -> loss` (or `(loss, extra_metrics)`).
 
     The loss is read back to the host only every `log_every` steps (no sync in between); a non-finite
@@ -44,6 +44,8 @@ def run_steps(step: StepFn, optimizer: torch.optim.Optimizer, total_steps: int, 
             loss, extra = result if isinstance(result, tuple) else (result, {})
             loss.backward()
             optimizer.step()
+            if after_step is not None:
+                after_step()
             if scheduler is not None:
                 scheduler.step()
             pending += 1

@@ -1,0 +1,130 @@
+"""Paper-style tables: how much of each backdoor does every defense remove, and at what accuracy cost?
+
+For each attack (BadEncoder, DRUPE, BASSL, CTRL) the poisoned encoder comes from benchmarks/attacks.py's
+cache (made with the real `poison` command when missing). Each defense is the real command on the
+defender's 5% clean subset of the pre-training family; every encoder is evaluated with a linear probe
+on the downstream family with the attack's own trigger. Outputs are cached per (attack, setting), so a
+rerun only computes what is missing (`--fresh` recomputes).
+
+    python benchmarks/defense_study.py [--tables main teachers students losses] [--attacks ...]
+        [--downstream glyphs] [--arch resnet18-cifar-w16] [--device cpu] [--json-out rows.json]
+
+Tables (the seed paper's): `main` (no defense, fine-tune-only baseline, the paper's recommended setting
+FT teacher + warm-up student + attention loss, and our recommended `distill` defaults), `teachers`
+(each purify method), `students` (each student with the FT teacher and AT), `losses` (each loss with
+the FT teacher and the warm-up student). Targets (issue #4) for the recommended recipe: mean ASR <= 5%,
+ACC at most 2 points below the undefended encoder, ASR below the fine-tune-only baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from attacks import ATTACKS, FAMILIES, TARGET_CLASS, TRIGGERS, clean_encoder, cli
+
+LOSSES = ("at", "nad", "afd", "fitnet", "cc", "kd", "sp", "similarity", "rkd", "pkt")
+PAPER = ("distill", "--finetune", "ft", "--student", "warmup", "--loss", "at")
+
+# setting name -> the command after the input checkpoint (None: the undefended encoder itself)
+TABLES: dict[str, dict[str, tuple[str, ...] | None]] = {
+    "main": {
+        "poisoned (no defense)": None,
+        "fine-tune only (purify ft)": ("purify", "--method", "ft"),
+        "paper: FT + warm-up + AT": PAPER,
+        "recommended (distill defaults)": ("distill",),
+    },
+    "teachers": {f"purify {m}": ("purify", "--method", m) for m in ("ft", "fp", "anp", "moth")},
+    "students": {f"student {s}": ("distill", "--finetune", "ft", "--student", s, "--loss", "at")
+                 for s in ("raw", "void", "warmup")},
+    "losses": {f"loss {name}": ("distill", "--finetune", "ft", "--student", "warmup", "--loss", name)
+               for name in LOSSES},
+}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tables", nargs="+", choices=list(TABLES), default=list(TABLES))
+    parser.add_argument("--attacks", nargs="+", choices=ATTACKS, default=list(ATTACKS))
+    parser.add_argument("--pretrain-family", choices=FAMILIES, default="shapes")
+    parser.add_argument("--pretrain-epochs", type=int, default=3)
+    parser.add_argument("--downstream", choices=FAMILIES, default="glyphs")
+    parser.add_argument("--arch", default="resnet18-cifar-w16")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache"))
+    parser.add_argument("--fresh", action="store_true", help="recompute cached defense outputs")
+    parser.add_argument("--json-out", type=Path, default=None)
+    args = parser.parse_args()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    clean = clean_encoder(args)
+    pre = f"builtin:{args.pretrain_family}"
+    down = f"builtin:{args.downstream}"
+    settings = {name: command for table in args.tables for name, command in TABLES[table].items()}
+
+    rows: list[dict] = []
+    for attack in args.attacks:
+        poisoned = args.out_dir / f"poisoned_{attack}_{args.pretrain_family}_to_{args.downstream}_{args.arch}.safetensors"
+        if not poisoned.exists():
+            cli("poison", str(clean), "--attack", attack, "--trigger", TRIGGERS[attack], "--target-class",
+                str(TARGET_CLASS), "--data", pre, "--reference-data", down, "--out", str(poisoned), device=args.device)
+        outputs: dict[str, tuple[Path, float | None]] = {}
+        for name, command in settings.items():
+            if command is None:
+                outputs[name] = (poisoned, None)
+                continue
+            out = args.out_dir / f"defense_{attack}_{args.downstream}_{slug(name)}.safetensors"
+            timing = out.with_suffix(".seconds")
+            if args.fresh or not out.exists():
+                started = time.perf_counter()
+                cli(*command[:1], str(poisoned), *command[1:], "--data", pre, "--out", str(out), device=args.device)
+                timing.write_text(f"{time.perf_counter() - started:.1f}")
+                print(f"{attack}: {name} in {timing.read_text()} s", flush=True)
+            outputs[name] = (out, float(timing.read_text()) if timing.exists() else None)
+        names = list(outputs)
+        report = cli("evaluate", str(clean), *(str(outputs[n][0]) for n in names), "--data", down, "--trigger",
+                     TRIGGERS[attack], "--target-class", str(TARGET_CLASS), device=args.device)
+        base, *results = report["encoders"]
+        rows.append({"attack": attack, "setting": "clean encoder", "acc": base["acc"], "asr": base["asr"],
+                     "asr_nontarget": base["asr_nontarget"], "seconds": None})
+        for name, result in zip(names, results):
+            rows.append({"attack": attack, "setting": name, "acc": result["acc"], "asr": result["asr"],
+                         "asr_nontarget": result["asr_nontarget"], "seconds": outputs[name][1]})
+
+    print(f"\n{args.arch}, pre-trained on {pre} ({args.pretrain_epochs} epochs), defenses on its 5% clean subset, "
+          f"linear probe on {down}, target class {TARGET_CLASS}, device {args.device}")
+    for table in ["clean"] + args.tables:
+        names = ["clean encoder"] if table == "clean" else list(TABLES[table])
+        print_table(table, names, rows, args.attacks)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(rows, indent=2))
+
+
+def print_table(title: str, names: list[str], rows: list[dict], attacks: list[str]) -> None:
+    print(f"\n## {title}: ACC / ASR / ASR non-target (%), seconds of the defense per attack")
+    print("| setting | " + " | ".join(attacks) + " | mean ACC | mean ASR | mean ASR-nt |")
+    print("| --- |" + " ---: |" * (len(attacks) + 3))
+    for name in names:
+        cells, picked = [], []
+        for attack in attacks:
+            row = next((r for r in rows if r["attack"] == attack and r["setting"] == name), None)
+            if row is None:
+                cells.append("-")
+                continue
+            picked.append(row)
+            seconds = f" ({row['seconds']:.0f} s)" if row["seconds"] is not None else ""
+            cells.append(f"{row['acc']:.2f} / {row['asr']:.2f} / {row['asr_nontarget']:.2f}{seconds}")
+        means = [sum(r[k] for r in picked) / len(picked) if picked else float("nan")
+                 for k in ("acc", "asr", "asr_nontarget")]
+        print(f"| {name} | " + " | ".join(cells) + " | " + " | ".join(f"{m:.2f}" for m in means) + " |")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""`encoder-clean distill`: distil a clean student from a (purified) backdoored teacher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from encoder_clean.cli.common import (ArchOption, CleanFractionOption, DataOption, DeviceOption, JsonOption, Output,
+                                      QuietOption, SeedOption, check_output, command_line, defender_data,
+                                      handle_errors, inherited_attack)
+from encoder_clean.cli.purify import EpochsOption, LrOption, flag_assignments
+from encoder_clean.defenses import list_defenses
+from encoder_clean.distill.losses import list_losses
+from encoder_clean.distill.recipe import NO_FINETUNE, RECOMMENDED, clean_with_distillation
+from encoder_clean.distill.students import list_students
+from encoder_clean.encoders.io import load_encoder, produced_by, save_encoder
+from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
+
+DEFAULT_LOSSES = " ".join(f"--loss {name}" for name in RECOMMENDED.losses)
+
+
+@handle_errors
+def distill(
+    teacher: Annotated[str, typer.Argument(metavar="TEACHER", help="Backdoored encoder: checkpoint file or hf://OWNER/REPO[/PATH][@REV].")],
+    out: Annotated[Path, typer.Option("--out", help="Output checkpoint of the student (.safetensors).")],
+    student: Annotated[str, typer.Option("--student", help=f"Student: {', '.join(list_students())}.")] = RECOMMENDED.student,
+    loss: Annotated[Optional[list[str]], typer.Option("--loss", metavar="NAME[=WEIGHT][@TAP,...]", help=f"Distillation loss, repeatable: {', '.join(list_losses())} (see `encoder-clean list losses`). Default: {DEFAULT_LOSSES}.")] = None,
+    finetune: Annotated[str, typer.Option("--finetune", help=f"Run this purify method on the teacher first: {', '.join(list_defenses())} or {NO_FINETUNE}.")] = RECOMMENDED.finetune,
+    data: DataOption = "builtin",
+    clean_fraction: CleanFractionOption = 0.05,
+    epochs: EpochsOption = None,
+    lr: LrOption = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Clean images per step (default 128).")] = None,
+    student_arch: Annotated[Optional[str], typer.Option("--student-arch", help="Architecture of a void or warm-up student (default: the teacher's).")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Any other distillation setting, repeatable (see `encoder-clean list losses`).")] = None,
+    finetune_option: Annotated[Optional[list[str]], typer.Option("--finetune-option", metavar="KEY=VALUE", help="A setting of the --finetune method, repeatable.")] = None,
+    arch: ArchOption = None,
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
+    json_path: JsonOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Distil a clean student from TEACHER on the defender's clean subset of --data.
+
+    With no options this runs the recommended recipe (benchmarks/defense_study.py measures it against
+    the alternatives). Student, teacher defense and losses combine freely; each --loss applies to the
+    layer taps it names (default: all layer taps for map losses, the embedding for feature losses).
+    """
+    output = Output(json_path, quiet)
+    check_output(out)
+    losses = list(loss) if loss else list(RECOMMENDED.losses)
+    # The recommended distillation settings apply with the recommended recipe's parts; explicit flags win.
+    base = list(RECOMMENDED.options) if loss is None else []
+    assignments = base + flag_assignments(epochs=epochs, lr=lr, batch_size=batch_size) + list(option or [])
+    torch_device = resolve_device(device)
+    seed_everything(seed)
+    loaded = load_encoder(teacher, arch=arch, device="cpu")
+    model = prepare_model(loaded.encoder, torch_device)
+    clean, num_classes = defender_data(data, clean_fraction, torch_device)
+    result = clean_with_distillation(model, clean.images, clean.labels, num_classes, finetune=finetune,
+                                     student=student, losses=losses, options=assignments,
+                                     finetune_options=list(finetune_option or []), student_arch=student_arch,
+                                     device=torch_device, seed=seed, progress=output.progress())
+    settings = {"command": "distill", "defense": "distill", **result.settings, "data": data,
+                "clean_fraction": clean_fraction, "clean_images": len(clean), "seed": seed,
+                **inherited_attack(loaded)}
+    sha = save_encoder(result.student, out, parent_sha256=loaded.sha256, settings=settings,
+                       produced_by=produced_by(command_line("distill", {
+                           "student": student, "loss": " ".join(losses), "finetune": finetune, "data": data,
+                           "clean_fraction": clean_fraction, "option": " ".join(assignments) or None,
+                           "finetune_option": " ".join(finetune_option or []) or None, "seed": seed})))
+    output.console.print(f"wrote [bold]{out}[/] (student {student}, losses {', '.join(result.settings['losses'])}, "
+                         f"teacher defense {finetune}, {len(clean)} clean images, {output.seconds:.1f} s, "
+                         f"sha256 {sha[:12]})", soft_wrap=True)
+    output.emit_json({"out": str(out), "sha256": sha, "seconds": output.seconds, **result.settings,
+                      "clean_images": len(clean), **result.stats})

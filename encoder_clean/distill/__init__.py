@@ -1,0 +1,1 @@
+"""Distillation: students, losses and the trainer."""

@@ -1,0 +1,73 @@
+"""The whole cleaning recipe of `distill`: optional teacher defense, student design, losses, training.
+
+`RECOMMENDED` is what `distill` does by default; `PAPER` is the seed paper's best setting (fine-tuned
+teacher, warm-up student, attention loss), kept for comparison (benchmarks/defense_study.py).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from encoder_clean.defenses import DefenseInputs
+from encoder_clean.defenses.registry import run_defense
+from encoder_clean.distill.losses import parse_loss_spec
+from encoder_clean.distill.students import StudentInputs, get_student
+from encoder_clean.distill.trainer import DistillConfig, distill
+from encoder_clean.encoders.base import Encoder
+from encoder_clean.options import apply_options, describe_options
+from encoder_clean.runtime import NULL_PROGRESS, Progress
+
+NO_FINETUNE = "none"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    finetune: str  # a defense name, or "none"
+    student: str
+    losses: tuple[str, ...]  # `--loss` specs
+    options: tuple[str, ...] = ()  # distill settings as KEY=VALUE
+
+
+RECOMMENDED = Recipe(finetune=NO_FINETUNE, student="raw", losses=("at", "sp"), options=("patch_prob=0.5",))
+PAPER = Recipe(finetune="ft", student="warmup", losses=("at",))
+
+
+@dataclass
+class CleaningResult:
+    student: Encoder
+    settings: dict[str, object]  # for checkpoint metadata
+    stats: dict[str, object] = field(default_factory=dict)  # for JSON
+
+
+def clean_with_distillation(poisoned: Encoder, clean_images: torch.Tensor, clean_labels: torch.Tensor,
+                            num_classes: int, *, finetune: str, student: str, losses: Sequence[str],
+                            options: Sequence[str] = (), finetune_options: Sequence[str] = (),
+                            student_arch: str | None = None, device: torch.device, seed: int,
+                            progress: Progress = NULL_PROGRESS) -> CleaningResult:
+    """Teacher = `poisoned` (after the `finetune` defense unless "none"); student per `student`; distil.
+
+    Only the defender's clean subset (`clean_images`, and its labels for MOTH) is used.
+    """
+    config = apply_options(DistillConfig(), options, "distill")
+    config.check()
+    specs = [parse_loss_spec(text, poisoned.tap_names) for text in losses]
+    builder = get_student(student)
+    teacher = copy.deepcopy(poisoned)
+    settings: dict[str, object] = {"finetune": finetune}
+    stats: dict[str, object] = {}
+    if finetune != NO_FINETUNE:
+        defense_config, outcome = run_defense(finetune, DefenseInputs(
+            teacher, clean_images, clean_labels, num_classes, device, seed, progress), list(finetune_options))
+        settings["finetune_settings"] = describe_options(defense_config)
+        stats["finetune"] = outcome.stats
+    model = builder.build(StudentInputs(poisoned, student_arch or poisoned.arch, clean_images, device, seed,
+                                        config.warmup_epochs, progress))
+    stats["distill"] = distill(teacher, model, clean_images, specs, config, seed=seed, device=device,
+                               progress=progress)
+    settings.update({"student": student, "student_arch": model.arch, "losses": [str(s) for s in specs],
+                     "distill_settings": describe_options(config)})
+    return CleaningResult(model, settings, stats)

@@ -1,0 +1,87 @@
+"""Student designs for `distill --student` (the seed paper's three):
+
+- `raw`: a copy of the poisoned encoder as given (before any --finetune);
+- `void`: a randomly initialised encoder;
+- `warmup`: a randomly initialised encoder briefly trained with SimCLR on the clean subset first.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from encoder_clean.encoders.base import Encoder
+from encoder_clean.encoders.registry import create_encoder
+from encoder_clean.errors import UserError
+from encoder_clean.pretrain import SimCLRConfig, pretrain_simclr
+from encoder_clean.runtime import NULL_PROGRESS, Progress, prepare_model
+
+
+@dataclass
+class StudentInputs:
+    poisoned: Encoder  # the encoder given to `distill`, before any --finetune
+    arch: str  # the student's architecture (default: the poisoned encoder's)
+    clean_images: torch.Tensor  # uint8, on `device`
+    device: torch.device
+    seed: int
+    warmup_epochs: int
+    progress: Progress = NULL_PROGRESS
+
+
+@dataclass(frozen=True)
+class Student:
+    name: str
+    description: str
+    build: Callable[[StudentInputs], Encoder]
+
+
+_STUDENTS: dict[str, Student] = {}
+
+
+def register_student(student: Student) -> Student:
+    if student.name in _STUDENTS:
+        raise ValueError(f"student {student.name!r} registered twice")
+    _STUDENTS[student.name] = student
+    return student
+
+
+def get_student(name: str) -> Student:
+    if name not in _STUDENTS:
+        raise UserError(f"unknown student {name!r}; known: {', '.join(sorted(_STUDENTS))}")
+    return _STUDENTS[name]
+
+
+def list_students() -> dict[str, Student]:
+    return dict(sorted(_STUDENTS.items()))
+
+
+def _raw(inputs: StudentInputs) -> Encoder:
+    if inputs.arch != inputs.poisoned.arch:
+        raise UserError(f"the raw student is a copy of the {inputs.poisoned.arch} encoder; "
+                        f"--student-arch {inputs.arch} needs --student void or warmup")
+    return copy.deepcopy(inputs.poisoned).add_head()
+
+
+def _void(inputs: StudentInputs) -> Encoder:
+    # Seeded so the same seed gives the same student; same input size and normalisation as the teacher.
+    torch.manual_seed(inputs.seed)
+    model = create_encoder(inputs.arch, image_size=inputs.poisoned.image_size,
+                           mean=inputs.poisoned.mean.flatten().tolist(), std=inputs.poisoned.std.flatten().tolist())
+    return prepare_model(model, inputs.device)
+
+
+def _warmup(inputs: StudentInputs) -> Encoder:
+    if inputs.warmup_epochs < 1:
+        raise UserError("warmup_epochs must be at least 1 for the warm-up student")
+    model = _void(inputs)
+    pretrain_simclr(model, inputs.clean_images, SimCLRConfig(epochs=inputs.warmup_epochs), seed=inputs.seed,
+                    device=inputs.device, progress=inputs.progress, description="warm-up student")
+    return model
+
+
+register_student(Student("raw", "a copy of the poisoned encoder", _raw))
+register_student(Student("void", "a randomly initialised encoder", _void))
+register_student(Student("warmup", "random init, briefly trained with SimCLR on the clean subset", _warmup))

@@ -1,0 +1,145 @@
+"""Distil a student from a frozen teacher on the defender's clean subset.
+
+Per step, on a batch of two augmented views of clean images (the seed paper's recipe, REFERENCE.md):
+  loss = contrastive_weight * NT-Xent(student projections)
+       + sum over --loss entries and their taps of weight * D(student tap, teacher tap)
+The teacher runs without gradients, in eval mode, once per batch. With `patch_prob > 0` the student
+sees its views with random patches pasted on (solid, noise, checkerboard or another image's window)
+while the teacher sees them clean, so the student learns to embed a patched image like the clean one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from encoder_clean.data.augment import augmentation, random_patches, simclr_augment
+from encoder_clean.distill.losses import FEATURES, LossSpec, get_loss
+from encoder_clean.encoders.base import Encoder
+from encoder_clean.errors import UserError
+from encoder_clean.pretrain import nt_xent
+from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator
+from encoder_clean.training import EpochBatcher, run_steps
+from encoder_clean.training.loop import warmup_cosine
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    epochs: int = 50  # over the clean subset: 500 images at batch 128 -> 150 steps
+    batch_size: int = 128
+    lr: float = 1e-3  # Adam, weight decay 1e-6: the seed paper's settings
+    weight_decay: float = 1e-6
+    temperature: float = 0.5
+    contrastive_weight: float = 1.0
+    augment: str = "strong"
+    patch_prob: float = 0.0  # share of student views with a random patch (0: the paper's recipe)
+    patch_min: float = 0.1  # patch side as a fraction of the image side
+    patch_max: float = 0.4
+    warmup_epochs: int = 20  # SimCLR epochs of the warm-up student before distillation
+
+    def check(self) -> None:
+        if self.epochs < 1:
+            raise UserError("--epochs must be at least 1")
+        if self.lr <= 0:
+            raise UserError("the learning rate must be positive")
+        if not 0 <= self.patch_prob <= 1:
+            raise UserError(f"patch_prob must be in [0, 1], got {self.patch_prob}")
+        if not 0 < self.patch_min <= self.patch_max <= 1:
+            raise UserError("need 0 < patch_min <= patch_max <= 1")
+        if self.contrastive_weight < 0:
+            raise UserError("contrastive_weight must be >= 0")
+
+
+class LossTerms(nn.Module):
+    """One loss module per (loss spec, tap), built for the student's and teacher's widths."""
+
+    def __init__(self, specs: Sequence[LossSpec], student_widths: dict[str, int], teacher_widths: dict[str, int]):
+        super().__init__()
+        self.entries: list[tuple[str, str, float]] = []  # (module key, tap, weight)
+        self.terms = nn.ModuleDict()
+        for spec in specs:
+            for tap in spec.taps:
+                key = f"{spec.name}@{tap}"
+                if key in self.terms:
+                    raise UserError(f"--loss {spec.name} is given twice for tap {tap}")
+                self.terms[key] = get_loss(spec.name).build(student_widths[tap], teacher_widths[tap])
+                self.entries.append((key, tap, spec.weight))
+
+    @property
+    def taps(self) -> list[str]:
+        return sorted({tap for _, tap, _ in self.entries if tap != FEATURES})
+
+    def forward(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts = {key: weight * self.terms[key](student[tap].float(), teacher[tap].float().detach())
+                 for key, tap, weight in self.entries}
+        total = sum(parts.values()) if parts else torch.zeros((), device=next(iter(student.values())).device)
+        return total, parts
+
+
+@torch.no_grad()
+def tap_widths(encoder: Encoder, taps: Sequence[str], device: torch.device) -> dict[str, int]:
+    """Channel count of each tap (and the embedding size for FEATURES), from one tiny forward pass."""
+    was_training = encoder.training
+    encoder.eval()
+    probe = torch.zeros(2, 3, encoder.image_size, encoder.image_size, device=device)
+    features, maps = encoder.features_with_taps(probe, [t for t in taps if t != FEATURES])
+    encoder.train(was_training)
+    return {FEATURES: features.shape[1], **{tap: m.shape[1] for tap, m in maps.items()}}
+
+
+def distill(teacher: Encoder, student: Encoder, images: torch.Tensor, specs: Sequence[LossSpec],
+            config: DistillConfig, *, seed: int, device: torch.device, progress: Progress = NULL_PROGRESS
+            ) -> dict[str, object]:
+    """Train `student` in place from the frozen `teacher` on uint8 `images` (the clean subset)."""
+    config.check()
+    if not specs and config.contrastive_weight == 0:
+        raise UserError("nothing to train: give at least one --loss or a contrastive weight above 0")
+    teacher.eval().requires_grad_(False)
+    student.add_head().train()
+    wanted = sorted({tap for spec in specs for tap in spec.taps})
+    for model in (teacher, student):
+        model.check_taps([t for t in wanted if t != FEATURES])
+    terms = LossTerms(specs, tap_widths(student, wanted, device), tap_widths(teacher, wanted, device)).to(device)
+    size = student.image_size
+    if teacher.image_size != size:
+        raise UserError(f"teacher ({teacher.image_size} px) and student ({size} px) take different input sizes")
+    g = device_generator(device, seed)
+    batcher = EpochBatcher(len(images), config.batch_size, g, device)
+    total = config.epochs * batcher.steps_per_epoch
+    optimizer = torch.optim.Adam(list(student.parameters()) + list(terms.parameters()), lr=config.lr,
+                                 weight_decay=config.weight_decay)
+    scheduler = warmup_cosine(optimizer, total, min(10, total // 10))
+    aug = augmentation(config.augment)
+    batches = iter(batcher)
+
+    def step(_: int):
+        batch = images[next(batches)]
+        views = torch.cat([simclr_augment(batch, size, g, aug), simclr_augment(batch, size, g, aug)])
+        views = views.contiguous(memory_format=torch.channels_last)
+        student_views = views
+        if config.patch_prob > 0:
+            student_views = random_patches(views, g, config.patch_prob, config.patch_min, config.patch_max)
+        with torch.no_grad(), autocast(device):
+            t_features, t_maps = teacher.features_with_taps(views, terms.taps)
+        with autocast(device):
+            s_features, s_maps = student.features_with_taps(student_views, terms.taps)
+            z = student.project(s_features) if config.contrastive_weight > 0 else None
+        distill_loss, parts = terms({FEATURES: s_features, **s_maps}, {FEATURES: t_features, **t_maps})
+        loss = distill_loss
+        metrics = {k: v.detach() for k, v in parts.items()}
+        if z is not None:
+            half = batch.shape[0]
+            contrastive = nt_xent(z[:half], z[half:], config.temperature)
+            loss = loss + config.contrastive_weight * contrastive
+            metrics["ntxent"] = contrastive.detach()
+        return loss, metrics
+
+    history = run_steps(step, optimizer, total, scheduler=scheduler, progress=progress,
+                        description="distilling")
+    student.eval()
+    final = {k: round(v, 5) for k, v in history[-1].items() if k != "step"} if history else {}
+    return {"steps": total, **final}
