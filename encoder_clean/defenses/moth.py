@@ -54,7 +54,7 @@ class MOTHConfig:
 
 
 @dataclass
-class Trigger:
+class InvertedTrigger:
     """An inverted trigger: mask (1, 1, H, W) and pattern (1, 3, H, W), both in [0, 1]."""
 
     mask: Tensor
@@ -129,11 +129,12 @@ def fit_probe(features: Tensor, labels: Tensor, num_classes: int, config: MOTHCo
         return loss
 
     optimizer.step(closure)
+    optimizer.zero_grad(set_to_none=True)
     return probe
 
 
 def invert_trigger(encoder: Encoder, probe: nn.Module, images: Tensor, target: int, config: MOTHConfig,
-                   g: torch.Generator, device: torch.device) -> tuple[Trigger, float]:
+                   g: torch.Generator, device: torch.device) -> tuple[InvertedTrigger, float]:
     """A small trigger flipping float `images` to class `target` through encoder and probe.
 
     Returns the trigger and its flip rate (share of stamped images predicted as `target`). Gradients
@@ -151,7 +152,7 @@ def invert_trigger(encoder: Encoder, probe: nn.Module, images: Tensor, target: i
         optimizer.zero_grad(set_to_none=True)
         mask_logit.grad, pattern_logit.grad = torch.autograd.grad(loss, [mask_logit, pattern_logit])
         optimizer.step()
-    trigger = Trigger(torch.sigmoid(mask_logit).detach(), torch.sigmoid(pattern_logit).detach())
+    trigger = InvertedTrigger(torch.sigmoid(mask_logit).detach(), torch.sigmoid(pattern_logit).detach())
     with torch.no_grad():
         flipped = probe(embed(encoder, trigger.stamp(images), device)).argmax(dim=1) == target
     return trigger, float(flipped.float().mean())
@@ -241,8 +242,10 @@ def run_moth(inputs: DefenseInputs, config: MOTHConfig) -> DefenseOutcome:
     checked = inverted[:len(recheck)]
     stats = {
         "steps": total, "pairs_hardened": len(pairs), "probe_train_accuracy": round(probe_accuracy, 4),
-        "mask_size_before": mean([r["size"] for r in inverted]),
-        "flip_rate_before": mean([r["flip"] for r in inverted]),
+        # every pair's trigger as inverted just before that pair was hardened
+        "inverted_mask_size": mean([r["size"] for r in inverted]),
+        "inverted_flip_rate": mean([r["flip"] for r in inverted]),
+        # the first `recheck_pairs` pairs inverted again after all the hardening
         "recheck_pairs": len(recheck),
         "recheck_mask_size_before": mean([r["size"] for r in checked]),
         "recheck_mask_size_after": mean([r["size"] for r in recheck]),
