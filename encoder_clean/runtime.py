@@ -56,6 +56,20 @@ def autocast(device: torch.device) -> ContextManager:
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def single_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run a block with one intra-op CPU thread (no effect on CUDA work), restoring the count after."""
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Move a model to the device in channels_last layout (faster convolutions on CUDA and CPU alike)."""
     return model.to(device=device, memory_format=torch.channels_last)

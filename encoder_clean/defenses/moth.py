@@ -31,7 +31,7 @@ from encoder_clean.defenses.registry import Defense, DefenseInputs, DefenseOutco
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
 from encoder_clean.evaluate.probe import Standardize
-from encoder_clean.runtime import autocast, device_generator
+from encoder_clean.runtime import autocast, device_generator, single_cpu_thread
 from encoder_clean.training import EpochBatcher, run_steps
 
 Tensor = torch.Tensor
@@ -178,6 +178,14 @@ def _sample(indices: Tensor, count: int, g: torch.Generator) -> Tensor:
 
 
 def run_moth(inputs: DefenseInputs, config: MOTHConfig) -> DefenseOutcome:
+    # With torch 2.15 on the CPU, two intra-op threads crash this loop's backward pass (SIGSEGV or heap
+    # corruption, every run of `purify --method moth` on tiny data); one thread is stable. Not yet
+    # traced to an op: see the issue #4 note.
+    with single_cpu_thread(inputs.device):
+        return _run_moth(inputs, config)
+
+
+def _run_moth(inputs: DefenseInputs, config: MOTHConfig) -> DefenseOutcome:
     check_config(config)
     present = check_labels(inputs)
     device, encoder = inputs.device, inputs.encoder.eval()  # BatchNorm frozen throughout
