@@ -15,6 +15,7 @@ import torch
 
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
+from encoder_clean.registry import Registry
 from encoder_clean.runtime import NULL_PROGRESS, Progress
 from encoder_clean.triggers import Trigger, load_trigger
 
@@ -67,24 +68,19 @@ class Attack:
         return self.presets[name]
 
 
-_ATTACKS: dict[str, Attack] = {}
+_ATTACKS: Registry[Attack] = Registry("attack")
 
 
 def register_attack(attack: Attack) -> Attack:
-    if attack.name in _ATTACKS:
-        raise ValueError(f"attack {attack.name!r} registered twice")
-    _ATTACKS[attack.name] = attack
-    return attack
+    return _ATTACKS.register(attack.name, attack)
 
 
 def get_attack(name: str) -> Attack:
-    if name not in _ATTACKS:
-        raise UserError(f"unknown attack {name!r}; known: {', '.join(sorted(_ATTACKS))}")
-    return _ATTACKS[name]
+    return _ATTACKS.get(name)
 
 
 def list_attacks() -> dict[str, Attack]:
-    return dict(sorted(_ATTACKS.items()))
+    return _ATTACKS.items()
 
 
 def image_hashes(images: torch.Tensor) -> list[str]:

@@ -141,6 +141,11 @@ def inherited_attack(loaded: LoadedEncoder) -> dict[str, object]:
     return {key: loaded.setting(key) for key in ATTACK_KEYS if loaded.setting(key) is not None}
 
 
+def flag_assignments(**flags: object) -> list[str]:
+    """Flags that override a method's settings, as KEY=VALUE assignments (None: keep the default)."""
+    return [f"{key}={value}" for key, value in flags.items() if value is not None]
+
+
 def command_line(name: str, options: dict[str, Any]) -> str:
     """The command and its settings, for `produced_by` (no output paths: same seed, same bytes)."""
     parts = [name]

@@ -9,8 +9,8 @@ import typer
 
 from encoder_clean.cli.common import (ArchOption, CleanFractionOption, DataOption, DeviceOption, JsonOption, Output,
                                       QuietOption, SeedOption, check_output, command_line, defender_data,
-                                      handle_errors, inherited_attack)
-from encoder_clean.cli.purify import EpochsOption, LrOption, flag_assignments
+                                      flag_assignments, handle_errors, inherited_attack)
+from encoder_clean.cli.purify import EpochsOption, LrOption
 from encoder_clean.defenses import list_defenses
 from encoder_clean.distill.losses import list_losses
 from encoder_clean.distill.recipe import NO_FINETUNE, RECOMMENDED, clean_with_distillation

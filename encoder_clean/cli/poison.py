@@ -10,16 +10,13 @@ import typer
 from encoder_clean.attacks import AttackInputs, get_attack, list_attacks
 from encoder_clean.attacks.registry import image_hashes
 from encoder_clean.cli.common import (ArchOption, DataOption, DeviceOption, JsonOption, Output, QuietOption,
-                                      SeedOption, check_output, command_line, handle_errors)
+                                      SeedOption, check_output, command_line, flag_assignments, handle_errors)
 from encoder_clean.data.specs import load_data
 from encoder_clean.encoders.io import load_encoder, produced_by, save_encoder
 from encoder_clean.errors import UserError
 from encoder_clean.options import apply_options, describe_options
 from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
 from encoder_clean.triggers import load_trigger
-
-# Common settings with their own flags; everything else goes through --option KEY=VALUE.
-FLAG_SETTINGS = ("epochs", "lr", "batch_size", "num_references")
 
 
 @handle_errors
@@ -51,8 +48,7 @@ def poison(
     output = Output(json_path, quiet)
     check_output(out)
     spec = get_attack(attack)
-    flags = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "num_references": num_references}
-    assignments = [f"{key}={value}" for key, value in flags.items() if value is not None]
+    assignments = flag_assignments(epochs=epochs, lr=lr, batch_size=batch_size, num_references=num_references)
     config = apply_options(spec.preset(preset), assignments + list(option or []), f"attack {attack}")
     torch_device = resolve_device(device)
     seed_everything(seed)

@@ -9,7 +9,7 @@ import typer
 
 from encoder_clean.cli.common import (ArchOption, CleanFractionOption, DataOption, DeviceOption, JsonOption, Output,
                                       QuietOption, SeedOption, check_output, command_line, defender_data,
-                                      handle_errors, inherited_attack)
+                                      flag_assignments, handle_errors, inherited_attack)
 from encoder_clean.defenses import DefenseInputs, list_defenses
 from encoder_clean.defenses.registry import run_defense
 from encoder_clean.encoders.io import load_encoder, produced_by, save_encoder
@@ -19,11 +19,6 @@ from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
 MethodOption = Annotated[str, typer.Option("--method", help=f"Defense: {', '.join(list_defenses())} (see `encoder-clean list defenses`).")]
 EpochsOption = Annotated[Optional[int], typer.Option("--epochs", help="Passes over the clean subset (default: the method's).")]
 LrOption = Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: the method's).")]
-
-
-def flag_assignments(**flags: object) -> list[str]:
-    """Flags that override settings, as KEY=VALUE assignments (None: keep the default)."""
-    return [f"{key}={value}" for key, value in flags.items() if value is not None]
 
 
 @handle_errors

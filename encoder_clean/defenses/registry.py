@@ -15,6 +15,7 @@ import torch
 
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
+from encoder_clean.registry import Registry
 from encoder_clean.options import apply_options
 from encoder_clean.runtime import NULL_PROGRESS, Progress
 
@@ -46,24 +47,19 @@ class Defense:
     run: Callable[[DefenseInputs, Any], DefenseOutcome]
 
 
-_DEFENSES: dict[str, Defense] = {}
+_DEFENSES: Registry[Defense] = Registry("defense")
 
 
 def register_defense(defense: Defense) -> Defense:
-    if defense.name in _DEFENSES:
-        raise ValueError(f"defense {defense.name!r} registered twice")
-    _DEFENSES[defense.name] = defense
-    return defense
+    return _DEFENSES.register(defense.name, defense)
 
 
 def get_defense(name: str) -> Defense:
-    if name not in _DEFENSES:
-        raise UserError(f"unknown defense {name!r}; known: {', '.join(sorted(_DEFENSES))}")
-    return _DEFENSES[name]
+    return _DEFENSES.get(name)
 
 
 def list_defenses() -> dict[str, Defense]:
-    return dict(sorted(_DEFENSES.items()))
+    return _DEFENSES.items()
 
 
 def run_defense(name: str, inputs: DefenseInputs, assignments: list[str]) -> tuple[Any, DefenseOutcome]:

@@ -16,6 +16,7 @@ import torch
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.encoders.registry import create_encoder
 from encoder_clean.errors import UserError
+from encoder_clean.registry import Registry
 from encoder_clean.pretrain import SimCLRConfig, pretrain_simclr
 from encoder_clean.runtime import NULL_PROGRESS, Progress, prepare_model
 
@@ -38,24 +39,19 @@ class Student:
     build: Callable[[StudentInputs], Encoder]
 
 
-_STUDENTS: dict[str, Student] = {}
+_STUDENTS: Registry[Student] = Registry("student")
 
 
 def register_student(student: Student) -> Student:
-    if student.name in _STUDENTS:
-        raise ValueError(f"student {student.name!r} registered twice")
-    _STUDENTS[student.name] = student
-    return student
+    return _STUDENTS.register(student.name, student)
 
 
 def get_student(name: str) -> Student:
-    if name not in _STUDENTS:
-        raise UserError(f"unknown student {name!r}; known: {', '.join(sorted(_STUDENTS))}")
-    return _STUDENTS[name]
+    return _STUDENTS.get(name)
 
 
 def list_students() -> dict[str, Student]:
-    return dict(sorted(_STUDENTS.items()))
+    return _STUDENTS.items()
 
 
 def _raw(inputs: StudentInputs) -> Encoder:

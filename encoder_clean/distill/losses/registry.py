@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 from torch import nn
 
 from encoder_clean.errors import UserError
+from encoder_clean.registry import Registry
 
 FEATURES = "features"  # the tap name of the pooled embedding
 STAGES = "stages"  # default-taps marker: every layer tap the encoder has
@@ -34,24 +35,19 @@ class LossKind:
     group: str = "other"  # attention | feature | relation | layer (the paper's grouping where it has one)
 
 
-_LOSSES: dict[str, LossKind] = {}
+_LOSSES: Registry[LossKind] = Registry("distillation loss")
 
 
 def register_loss(kind: LossKind) -> LossKind:
-    if kind.name in _LOSSES:
-        raise ValueError(f"loss {kind.name!r} registered twice")
-    _LOSSES[kind.name] = kind
-    return kind
+    return _LOSSES.register(kind.name, kind)
 
 
 def get_loss(name: str) -> LossKind:
-    if name not in _LOSSES:
-        raise UserError(f"unknown distillation loss {name!r}; known: {', '.join(sorted(_LOSSES))}")
-    return _LOSSES[name]
+    return _LOSSES.get(name)
 
 
 def list_losses() -> dict[str, LossKind]:
-    return dict(sorted(_LOSSES.items()))
+    return _LOSSES.items()
 
 
 @dataclass(frozen=True)
