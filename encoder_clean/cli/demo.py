@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -60,7 +61,12 @@ def demo(
     output = Output(json_path, quiet)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out-dir {out_dir}: is a file")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--out-dir {out_dir}: cannot create it ({error.strerror})") from None
+    if not os.access(out_dir, os.W_OK):
+        raise UserError(f"--out-dir {out_dir}: is not writable")
     torch_device = resolve_device(device)
     seed_everything(seed)
     progress = output.progress()
