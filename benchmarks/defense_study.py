@@ -26,27 +26,77 @@ from pathlib import Path
 
 from attacks import ATTACKS, FAMILIES, TARGET_CLASS, TRIGGERS, clean_encoder, cli
 
+from encoder_clean.distill.recipe import NO_FINETUNE, PAPER, RECOMMENDED, Recipe
+
 LOSSES = ("at", "nad", "afd", "fitnet", "cc", "kd", "sp", "similarity", "rkd", "pkt")
-PAPER = ("distill", "--finetune", "ft", "--student", "warmup", "--loss", "at")
+
+
+def recipe_command(recipe: Recipe) -> tuple[str, ...]:
+    """The explicit `distill` command of a recipe (so equal recipes share one cached output)."""
+    return ("distill", "--finetune", recipe.finetune, "--student", recipe.student,
+            *(flag for loss in recipe.losses for flag in ("--loss", loss)),
+            *(flag for option in recipe.options for flag in ("--option", option)))
+
+
+def teacher_command(method: str) -> tuple[str, ...]:
+    return ("purify", "--method", method)
+
 
 # setting name -> the command after the input checkpoint (None: the undefended encoder itself)
 TABLES: dict[str, dict[str, tuple[str, ...] | None]] = {
     "main": {
         "poisoned (no defense)": None,
-        "fine-tune only (purify ft)": ("purify", "--method", "ft"),
-        "paper: FT + warm-up + AT": PAPER,
-        "recommended (distill defaults)": ("distill",),
+        "fine-tune only (purify ft)": teacher_command("ft"),
+        "paper: FT + warm-up + AT": recipe_command(PAPER),
+        "recommended (distill defaults)": recipe_command(RECOMMENDED),
     },
-    "teachers": {f"purify {m}": ("purify", "--method", m) for m in ("ft", "fp", "anp", "moth")},
-    "students": {f"student {s}": ("distill", "--finetune", "ft", "--student", s, "--loss", "at")
-                 for s in ("raw", "void", "warmup")},
-    "losses": {f"loss {name}": ("distill", "--finetune", "ft", "--student", "warmup", "--loss", name)
-               for name in LOSSES},
+    "teachers": {f"purify {m}": teacher_command(m) for m in ("ft", "fp", "anp", "moth")},
+    "students": {f"student {s}": recipe_command(Recipe("ft", s, ("at",))) for s in ("raw", "void", "warmup")},
+    "losses": {f"loss {name}": recipe_command(Recipe("ft", "warmup", (name,))) for name in LOSSES},
 }
 
 
-def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+def slug(command: tuple[str, ...]) -> str:
+    return "".join(c if c.isalnum() else "_" for c in "_".join(command)).strip("_")
+
+
+class DefenseRunner:
+    """Runs each defense command once per attack, caching the output and its wall time on disk.
+
+    A `distill --finetune M` whose student is not the raw copy of the poisoned encoder only needs the
+    poisoned encoder as its teacher's starting point, so it distils from the cached `purify --method M`
+    output with `--finetune none`; the reported seconds are the teacher's plus the distillation's.
+    """
+
+    def __init__(self, args: argparse.Namespace, pre: str):
+        self.args, self.pre = args, pre
+        self.recomputed: set[Path] = set()  # with --fresh, each output is recomputed once per run
+
+    def run(self, attack: str, poisoned: Path, command: tuple[str, ...]) -> tuple[Path, float]:
+        source, teacher_seconds, name = poisoned, 0.0, slug(command)
+        finetune = _flag(command, "--finetune")
+        if command[0] == "distill" and finetune not in (None, NO_FINETUNE) and _flag(command, "--student") != "raw":
+            source, teacher_seconds = self.run(attack, poisoned, teacher_command(finetune))
+            command = _with_flag(command, "--finetune", NO_FINETUNE)
+            name = f"{slug(teacher_command(finetune))}_then_{slug(command)}"
+        out = self.args.out_dir / f"defense_{attack}_{self.args.downstream}_{name}.safetensors"
+        timing = out.with_suffix(".seconds")
+        if not out.exists() or (self.args.fresh and out not in self.recomputed):
+            started = time.perf_counter()
+            cli(command[0], str(source), *command[1:], "--data", self.pre, "--out", str(out), device=self.args.device)
+            timing.write_text(f"{time.perf_counter() - started:.1f}")
+            self.recomputed.add(out)
+            print(f"{attack}: {' '.join(command)} in {timing.read_text()} s", flush=True)
+        return out, teacher_seconds + float(timing.read_text())
+
+
+def _flag(command: tuple[str, ...], flag: str) -> str | None:
+    return command[command.index(flag) + 1] if flag in command else None
+
+
+def _with_flag(command: tuple[str, ...], flag: str, value: str) -> tuple[str, ...]:
+    at = command.index(flag) + 1
+    return (*command[:at], value, *command[at + 1:])
 
 
 def main() -> None:
@@ -67,6 +117,7 @@ def main() -> None:
     pre = f"builtin:{args.pretrain_family}"
     down = f"builtin:{args.downstream}"
     settings = {name: command for table in args.tables for name, command in TABLES[table].items()}
+    runner = DefenseRunner(args, pre)
 
     rows: list[dict] = []
     for attack in args.attacks:
@@ -76,17 +127,7 @@ def main() -> None:
                 str(TARGET_CLASS), "--data", pre, "--reference-data", down, "--out", str(poisoned), device=args.device)
         outputs: dict[str, tuple[Path, float | None]] = {}
         for name, command in settings.items():
-            if command is None:
-                outputs[name] = (poisoned, None)
-                continue
-            out = args.out_dir / f"defense_{attack}_{args.downstream}_{slug(name)}.safetensors"
-            timing = out.with_suffix(".seconds")
-            if args.fresh or not out.exists():
-                started = time.perf_counter()
-                cli(*command[:1], str(poisoned), *command[1:], "--data", pre, "--out", str(out), device=args.device)
-                timing.write_text(f"{time.perf_counter() - started:.1f}")
-                print(f"{attack}: {name} in {timing.read_text()} s", flush=True)
-            outputs[name] = (out, float(timing.read_text()) if timing.exists() else None)
+            outputs[name] = (poisoned, None) if command is None else runner.run(attack, poisoned, command)
         names = list(outputs)
         report = cli("evaluate", str(clean), *(str(outputs[n][0]) for n in names), "--data", down, "--trigger",
                      TRIGGERS[attack], "--target-class", str(TARGET_CLASS), device=args.device)

@@ -9,10 +9,10 @@ from encoder_clean.cli.demo import demo
 from encoder_clean.cli.distill import distill
 from encoder_clean.cli.evaluate import evaluate
 from encoder_clean.cli.listing import list_registry
-from encoder_clean.cli.pending import PENDING, make_pending
 from encoder_clean.cli.poison import poison
 from encoder_clean.cli.pretrain import pretrain
 from encoder_clean.cli.purify import purify
+from encoder_clean.cli.scan import scan
 
 app = typer.Typer(
     name="encoder-clean",
@@ -27,9 +27,7 @@ app.command("pretrain")(pretrain)
 app.command("poison")(poison)
 app.command("purify")(purify)
 app.command("distill")(distill)
-for _name, (_summary, _issue) in PENDING.items():
-    app.command(_name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-                add_help_option=False)(make_pending(_name, _summary, _issue))
+app.command("scan")(scan)
 app.command("evaluate")(evaluate)
 app.command("demo")(demo)
 app.command("list")(list_registry)

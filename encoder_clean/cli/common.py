@@ -116,17 +116,17 @@ class RichProgress:
 
 
 # ------------------------------------------------------------------------------ checks
-def check_output(path: Path, suffix: str = ".safetensors") -> Path:
+def check_output(path: Path, suffix: str = ".safetensors", flag: str = "--out") -> Path:
     """Check an output path before any long work starts."""
     if path.suffix != suffix:
-        raise UserError(f"--out {path}: must end in {suffix}")
+        raise UserError(f"{flag} {path}: must end in {suffix}")
     if path.is_dir():
-        raise UserError(f"--out {path}: is a folder")
+        raise UserError(f"{flag} {path}: is a folder")
     folder = path.parent
     if not folder.is_dir():
-        raise UserError(f"--out {path}: folder {folder} does not exist")
+        raise UserError(f"{flag} {path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
-        raise UserError(f"--out {path}: folder {folder} is not writable")
+        raise UserError(f"{flag} {path}: folder {folder} is not writable")
     return path
 
 

@@ -1,5 +1,5 @@
 """`encoder-clean list`: what the registries hold (architectures, triggers, data formats, attacks,
-defenses, students, losses)."""
+defenses, students, losses, scan methods)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from encoder_clean.distill.students import list_students
 from encoder_clean.distill.trainer import DistillConfig
 from encoder_clean.encoders import list_archs
 from encoder_clean.options import describe_options
+from encoder_clean.scan.verdict import PRESETS as SCAN_METHODS
 from encoder_clean.triggers import trigger_help
 
 
@@ -79,6 +80,13 @@ def _losses() -> Table:
     return table
 
 
+def _scans() -> Table:
+    table = _table("scan method", "description", "threshold (PL1-norm)", "settings (scan --option KEY=VALUE)")
+    for name, preset in SCAN_METHODS.items():
+        table.add_row(name, preset.description, f"{preset.threshold:g}", _settings(preset.config))
+    return table
+
+
 def _table(*columns: str) -> Table:
     table = Table(show_header=True)
     for column in columns:
@@ -88,12 +96,12 @@ def _table(*columns: str) -> Table:
 
 LISTERS: dict[str, Callable[[], Table]] = {
     "archs": _archs, "triggers": _triggers, "data": _data, "attacks": _attacks, "defenses": _defenses,
-    "students": _students, "losses": _losses,
+    "students": _students, "losses": _losses, "scans": _scans,
 }
 What = Enum("What", {name: name for name in LISTERS}, type=str)  # type: ignore[misc]
 
 
 def list_registry(what: Annotated[What, typer.Argument(help=", ".join(LISTERS) + ".")] = "archs") -> None:  # type: ignore[assignment]
     """List a registry: architectures, built-in triggers, data formats, attacks (with presets), teacher
-    defenses, students or distillation losses (with their defaults)."""
+    defenses, students, distillation losses (with their defaults) or scan methods."""
     Output(None, True).console.print(LISTERS[What(what).value]())

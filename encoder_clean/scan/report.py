@@ -1,0 +1,79 @@
+"""What `scan` writes besides its table: the inverted trigger as a PNG and a SARIF 2.1.0 log."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+from encoder_clean import __version__
+from encoder_clean.fileio import atomic_write, write_json_atomic
+from encoder_clean.scan.verdict import BACKDOOR
+
+RULE_ID = "EC-BACKDOOR-001"
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+PNG_SCALE = 8  # small encoders see 32x32 images: enlarge so the trigger is visible
+
+
+def trigger_png(mask: torch.Tensor, pattern: torch.Tensor) -> bytes:
+    """PNG bytes of three panels side by side: the stamp (pattern where the mask is), the mask, the pattern."""
+    stamp = (mask * pattern).clamp(0, 1)
+    panels = torch.cat([stamp, mask.expand_as(pattern), pattern.clamp(0, 1)], dim=2)  # (3, H, 3W)
+    pixels = (panels.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    image = Image.fromarray(pixels, "RGB")
+    scale = max(1, PNG_SCALE * 32 // max(1, mask.shape[-1]))
+    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_trigger_png(path: str | Path, mask: torch.Tensor, pattern: torch.Tensor) -> Path:
+    data = trigger_png(mask, pattern)
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def sarif_log(results: Sequence[dict]) -> dict:
+    """A SARIF 2.1.0 log with one result per scanned encoder: level `error` for a backdoor, else `note`."""
+    return {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "encoder-clean",
+                "version": __version__,
+                "informationUri": "https://github.com/encoder-clean/encoder-clean",
+                "rules": [{
+                    "id": RULE_ID,
+                    "name": "BackdooredEncoder",
+                    "shortDescription": {"text": "A small trigger collapses the encoder's embeddings (backdoor)."},
+                    "fullDescription": {"text": "Trigger inversion found a mask covering less of the image than "
+                                                "clean encoders ever need to map every shadow image to one embedding."},
+                    "defaultConfiguration": {"level": "error"},
+                }],
+            }},
+            "results": [_sarif_result(row) for row in results],
+        }],
+    }
+
+
+def _sarif_result(row: dict) -> dict:
+    found = row["verdict"] == BACKDOOR
+    message = (f"{'Backdoor found' if found else 'No backdoor found'}: PL1-norm {row['pl1_norm']:.4f} "
+               f"{'<' if found else '>='} threshold {row['threshold']:.4f} (score {row['score']:.4f}).")
+    return {
+        "ruleId": RULE_ID,
+        "level": "error" if found else "note",
+        "kind": "fail" if found else "pass",
+        "message": {"text": message},
+        "locations": [{"physicalLocation": {"artifactLocation": {"uri": row["source"]}}}],
+        "properties": {key: row[key] for key in ("score", "threshold", "pl1_norm", "sha256", "trigger_png")
+                       if key in row},
+    }
+
+
+def write_sarif(path: str | Path, results: Sequence[dict]) -> Path:
+    return write_json_atomic(path, sarif_log(results))
