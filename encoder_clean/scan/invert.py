@@ -30,8 +30,8 @@ from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_gene
 
 @dataclass(frozen=True)
 class InversionConfig:
-    steps: int = 300  # optimisation steps (all restarts advance together)
-    batch_size: int = 48  # shadow images per step, shared by the restarts
+    steps: int = 200  # optimisation steps (all restarts advance together)
+    batch_size: int = 32  # shadow images per step, shared by the restarts
     lr: float = 0.1
     similarity_target: float = 0.99  # absolute target when relative_target is false
     relative_target: bool = True  # target = baseline + target_gap_share * (1 - baseline)

@@ -110,9 +110,10 @@ def test_demo_runs_the_pipeline_and_writes_a_report(tmp_path, monkeypatch):
     monkeypatch.setattr(demo_module, "DOWNSTREAM_DATA", "builtin:glyphs?train=100&test=50")
     monkeypatch.setattr(demo_module, "DEFAULT_ARCH", ARCH)
     monkeypatch.setattr(demo_module, "PRETRAIN_EPOCHS", 1)
-    monkeypatch.setattr(demo_module, "POISON_EPOCHS", 1)
+    monkeypatch.setattr(demo_module, "POISON_SETTINGS", {"epochs": 1})
     monkeypatch.setattr(demo_module, "CLEAN_FRACTION", 0.2)
-    monkeypatch.setattr(demo_module, "RECIPE_OPTIONS", ("epochs=1", "batch_size=16"))
+    monkeypatch.setattr(demo_module, "RECIPE_OPTIONS", ("epochs=1", "batch_size=16", "warmup_epochs=1"))
+    monkeypatch.setattr(demo_module, "FINETUNE_OPTIONS", ("epochs=1",))
     summary = _ok(["demo", "--out-dir", str(tmp_path / "demo"), "--json", "-"])
     assert [row["name"] for row in summary["encoders"]] == ["clean", "poisoned", "cleaned"]
     for name in ("clean", "poisoned", "cleaned"):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from encoder_clean.data.builtin import make_builtin
-from encoder_clean.encoders import create_encoder
+from encoder_clean.encoders import create_encoder, list_archs
 from encoder_clean.errors import UserError
 from encoder_clean.pretrain import SimCLRConfig, pretrain_simclr
 from encoder_clean.scan.invert import InversionConfig, invert_trigger, mean_pairwise_cosine
@@ -83,7 +85,6 @@ def test_other_input_sizes_work(shapes):
 @pytest.mark.parametrize("change", [{"steps": 0}, {"batch_size": 1}, {"similarity_target": 1.0},
                                     {"min_initial_coverage": 0.6}, {"lambda_factor": 1.0}])
 def test_bad_settings_are_user_errors(shapes, change):
-    import dataclasses
     with pytest.raises(UserError):
         invert_trigger(create_encoder("resnet10-cifar-w8"), shapes.train.images[:8],
                        dataclasses.replace(InversionConfig(), **change), device=CPU, seed=0)
@@ -97,3 +98,12 @@ def test_verdict_threshold_and_calibration():
         calibrate_threshold([])
     with pytest.raises(UserError):
         get_preset("nope")
+
+
+@pytest.mark.parametrize("arch", [info.name for info in list_archs()])
+def test_every_registered_architecture_can_be_scanned(arch, shapes):
+    torch.manual_seed(0)
+    encoder = create_encoder(arch).eval()
+    found = invert_trigger(encoder, shapes.train.images[:4], InversionConfig(steps=1, batch_size=2, restarts=1),
+                           device=CPU, seed=0)
+    assert found.mask.shape == (1, encoder.image_size, encoder.image_size)
