@@ -72,15 +72,21 @@ class DefenseRunner:
         self.args, self.pre = args, pre
         self.recomputed: set[Path] = set()  # with --fresh, each output is recomputed once per run
 
-    def run(self, attack: str, poisoned: Path, command: tuple[str, ...]) -> tuple[Path, float]:
+    def run(self, attack: str, poisoned: Path, command: tuple[str, ...]) -> tuple[Path, float] | None:
+        """The output and wall seconds of `command` on `poisoned` (None: not cached and --cached-only)."""
         source, teacher_seconds, name = poisoned, 0.0, slug(command)
         finetune = _flag(command, "--finetune")
         if command[0] == "distill" and finetune not in (None, NO_FINETUNE) and _flag(command, "--student") != "raw":
-            source, teacher_seconds = self.run(attack, poisoned, teacher_command(finetune))
+            teacher = self.run(attack, poisoned, teacher_command(finetune))
+            if teacher is None:
+                return None
+            source, teacher_seconds = teacher
             command = _with_flag(command, "--finetune", NO_FINETUNE)
             name = f"{slug(teacher_command(finetune))}_then_{slug(command)}"
         out = self.args.out_dir / f"defense_{attack}_{self.args.downstream}_{name}.safetensors"
         timing = out.with_suffix(".seconds")
+        if self.args.cached_only and not timing.exists():
+            return None
         if not out.exists() or (self.args.fresh and out not in self.recomputed):
             started = time.perf_counter()
             cli(command[0], str(source), *command[1:], "--data", self.pre, "--out", str(out), device=self.args.device)
@@ -110,6 +116,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache"))
     parser.add_argument("--fresh", action="store_true", help="recompute cached defense outputs")
+    parser.add_argument("--cached-only", action="store_true", help="compute nothing new: tabulate what is cached")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +134,9 @@ def main() -> None:
                 str(TARGET_CLASS), "--data", pre, "--reference-data", down, "--out", str(poisoned), device=args.device)
         outputs: dict[str, tuple[Path, float | None]] = {}
         for name, command in settings.items():
-            outputs[name] = (poisoned, None) if command is None else runner.run(attack, poisoned, command)
+            result = (poisoned, None) if command is None else runner.run(attack, poisoned, command)
+            if result is not None:
+                outputs[name] = result
         names = list(outputs)
         report = cli("evaluate", str(clean), *(str(outputs[n][0]) for n in names), "--data", down, "--trigger",
                      TRIGGERS[attack], "--target-class", str(TARGET_CLASS), device=args.device)
