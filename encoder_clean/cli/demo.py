@@ -76,6 +76,7 @@ def demo(
 
 
 def _run(out_dir: Path, torch_device: torch.device, seed: int, output: Output, bf16: bool) -> None:
+    precision = "bf16" if bf16 else "fp32"
     seed_everything(seed)
     progress = output.progress()
     pretraining, downstream = load_data(PRETRAIN_DATA), load_data(DOWNSTREAM_DATA)
@@ -86,7 +87,8 @@ def _run(out_dir: Path, torch_device: torch.device, seed: int, output: Output, b
     pretrain_simclr(clean, pretraining.train.images.to(torch_device), SimCLRConfig(epochs=PRETRAIN_EPOCHS),
                     seed=seed, device=torch_device, progress=progress, description="1/4 pretrain")
     timings["clean"] = time.perf_counter() - started
-    save_encoder(clean, out_dir / "clean.safetensors", settings={"command": "demo", "data": PRETRAIN_DATA},
+    save_encoder(clean, out_dir / "clean.safetensors",
+                 settings={"command": "demo", "precision": precision, "data": PRETRAIN_DATA},
                  produced_by=produced_by("demo (pretrain)"))
 
     started = time.perf_counter()
@@ -98,7 +100,8 @@ def _run(out_dir: Path, torch_device: torch.device, seed: int, output: Output, b
                                       TARGET_CLASS, torch_device, seed, progress), config)
     timings["poisoned"] = time.perf_counter() - started
     save_encoder(poisoned, out_dir / "poisoned.safetensors", produced_by=produced_by("demo (poison)"), settings={
-        "command": "demo", "attack": "badencoder", "trigger": TRIGGER, "target_class": TARGET_CLASS,
+        "command": "demo", "precision": precision, "attack": "badencoder", "trigger": TRIGGER,
+        "target_class": TARGET_CLASS,
         "references_sha256": image_hashes(outcome.references), "attack_settings": describe_options(config)})
 
     started = time.perf_counter()
@@ -111,7 +114,8 @@ def _run(out_dir: Path, torch_device: torch.device, seed: int, output: Output, b
                                      seed=seed, progress=progress)
     timings["cleaned"] = time.perf_counter() - started
     save_encoder(result.student, out_dir / "cleaned.safetensors", produced_by=produced_by("demo (distill)"),
-                 settings={"command": "demo", "defense": "distill", **result.settings, "trigger": TRIGGER,
+                 settings={"command": "demo", "precision": precision, "defense": "distill", **result.settings,
+                           "trigger": TRIGGER,
                            "target_class": TARGET_CLASS})
 
     trigger = load_trigger(TRIGGER, clean.image_size)
@@ -123,7 +127,7 @@ def _run(out_dir: Path, torch_device: torch.device, seed: int, output: Output, b
                      "seconds": round(timings[name], 1)})
     payload = {"pretrain_data": PRETRAIN_DATA, "downstream_data": DOWNSTREAM_DATA, "arch": DEFAULT_ARCH,
                "attack": "badencoder", "trigger": TRIGGER, "target_class": TARGET_CLASS,
-               "recipe": result.settings, "precision": "bf16" if bf16 else "fp32", "seconds": output.seconds,
+               "recipe": result.settings, "precision": precision, "seconds": output.seconds,
                "encoders": rows}
     report = out_dir / "report"
     write_report(report, payload, rows, "encoder-clean demo: BadEncoder before and after distillation", [

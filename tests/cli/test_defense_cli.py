@@ -117,7 +117,9 @@ def test_demo_runs_the_pipeline_and_writes_a_report(tmp_path, monkeypatch):
     summary = _ok(["demo", "--out-dir", str(tmp_path / "demo"), "--json", "-"])
     assert [row["name"] for row in summary["encoders"]] == ["clean", "poisoned", "cleaned"]
     for name in ("clean", "poisoned", "cleaned"):
-        assert load_encoder(str(tmp_path / "demo" / f"{name}.safetensors")).encoder.arch == ARCH
+        loaded = load_encoder(str(tmp_path / "demo" / f"{name}.safetensors"))
+        assert loaded.encoder.arch == ARCH and loaded.setting("precision") == summary["precision"]
+    assert summary["precision"] in ("bf16", "fp32")
     report = tmp_path / "demo" / "report"
     assert json.loads((report / "report.json").read_text())["encoders"][2]["name"] == "cleaned"
     assert "| cleaned |" in (report / "summary.md").read_text()
