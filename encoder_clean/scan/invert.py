@@ -105,6 +105,7 @@ def invert_trigger(encoder: Encoder, shadow: Tensor, config: InversionConfig, *,
     if len(shadow) < 2:
         raise UserError(f"scan needs at least 2 shadow images, got {len(shadow)}")
     encoder = encoder.to(device).eval()
+    shadow = shadow.to(device)  # uint8 and small: resident, so batches are gathered without host syncs
     for parameter in encoder.parameters():
         parameter.requires_grad_(False)
     size, restarts = encoder.image_size, config.restarts
@@ -132,7 +133,7 @@ def invert_trigger(encoder: Encoder, shadow: Tensor, config: InversionConfig, *,
     with progress.task("inverting trigger", total=config.steps) as advance:
         for _ in range(config.steps):
             picks = torch.randint(0, len(shadow), (batch_size,), generator=g, device=device)
-            images = to_float(shadow[picks.to(shadow.device)].to(device), size)
+            images = to_float(shadow[picks], size)
             mask = (torch.tanh(mask_logit) + 1) / 2
             pattern = (torch.tanh(pattern_logit) + 1) / 2
             stamped = (1 - mask[:, None]) * images[None] + mask[:, None] * pattern[:, None]
