@@ -30,10 +30,11 @@ ACC_TOLERANCE = 3.0
 TARGET_CLASS = 0
 
 
-def cli(*args: str, device: str) -> dict:
+def cli(*args: str, device: str, ok: tuple[int, ...] = (0,)) -> dict:
+    """Run one real command and return its JSON; exit with its stderr on any exit code not in `ok`."""
     result = subprocess.run([sys.executable, "-m", "encoder_clean", *args, "--device", device, "--json", "-", "-q"],
                             capture_output=True, text=True)
-    if result.returncode != 0:
+    if result.returncode not in ok:
         sys.exit(f"command failed: {' '.join(args)}\n{result.stderr}")
     return json.loads(result.stdout)
 

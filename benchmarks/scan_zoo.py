@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from attacks import cli
 
 from encoder_clean.scan.verdict import calibrate_threshold, get_preset
 
@@ -107,12 +107,7 @@ def zoo() -> list[Member]:
 
 
 def run(args: list[str], device: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    result = subprocess.run([sys.executable, "-m", "encoder_clean", *args, "--device", device, "--json", "-", "-q"],
-                            capture_output=True, text=True, env=env)
-    if result.returncode not in (0, 1):  # scan exits 1 on a backdoor verdict
-        sys.exit(f"command failed ({result.returncode}): {' '.join(args)}\n{result.stderr}")
-    return json.loads(result.stdout)
+    return cli(*args, device=device, ok=(0, 1))  # scan exits 1 on a backdoor verdict
 
 
 class Zoo:
@@ -186,6 +181,7 @@ def main() -> None:
                         help="also evaluate each backdoored encoder's ACC/ASR downstream (linear probe)")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # each command one CPU thread unless told otherwise
     store = Zoo(args)
     members = zoo()
     with ThreadPoolExecutor(args.jobs) as pool:  # parents first, then everything poisoned from them

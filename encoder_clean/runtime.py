@@ -71,7 +71,7 @@ def cpu_bf16(enabled: bool = True) -> Iterator[bool]:
 
 
 def autocast(device: torch.device) -> ContextManager:
-    """bf16 autocast on CUDA (and on the CPU after `use_cpu_bf16`); otherwise full precision."""
+    """bf16 autocast on CUDA (and on the CPU inside `cpu_bf16`); otherwise full precision."""
     if device.type == "cuda" or (device.type == "cpu" and _cpu_bf16):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

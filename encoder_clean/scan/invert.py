@@ -25,7 +25,9 @@ from torch import Tensor
 from encoder_clean.data.augment import to_float
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
+from encoder_clean.evaluate.features import extract_features
 from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator
+from encoder_clean.triggers import PatchTrigger
 
 
 @dataclass(frozen=True)
@@ -80,18 +82,11 @@ def mean_pairwise_cosine(features: Tensor) -> Tensor:
     return ((total * total).sum(dim=-1) - n) / (n * (n - 1))
 
 
-@torch.no_grad()
-def stamped_similarity(encoder: Encoder, images: Tensor, mask: Tensor | None, pattern: Tensor | None,
-                       device: torch.device, batch_size: int = 256) -> float:
-    """Mean pairwise cosine of the embeddings of all `images` (uint8), stamped when a mask is given."""
-    chunks = []
-    for start in range(0, len(images), batch_size):
-        batch = to_float(images[start:start + batch_size].to(device), encoder.image_size)
-        if mask is not None:
-            batch = (1 - mask) * batch + mask * pattern
-        with autocast(device):
-            chunks.append(encoder.features(batch).float())
-    return float(mean_pairwise_cosine(torch.cat(chunks)))
+def stamped_similarity(encoder: Encoder, images: Tensor, trigger: PatchTrigger | None,
+                       device: torch.device) -> float:
+    """Mean pairwise cosine of the embeddings of all uint8 `images`, stamped with `trigger` when given."""
+    return float(mean_pairwise_cosine(extract_features(encoder, images, device=device, trigger=trigger,
+                                                       normalize=False)))
 
 
 def _logit(p: float) -> float:
@@ -110,7 +105,7 @@ def invert_trigger(encoder: Encoder, shadow: Tensor, config: InversionConfig, *,
         parameter.requires_grad_(False)
     size, restarts = encoder.image_size, config.restarts
     g = device_generator(device, seed)
-    baseline = stamped_similarity(encoder, shadow, None, None, device)
+    baseline = stamped_similarity(encoder, shadow, None, device)
     target = (baseline + config.target_gap_share * (1 - baseline) if config.relative_target
               else config.similarity_target)
 
@@ -169,6 +164,6 @@ def invert_trigger(encoder: Encoder, shadow: Tensor, config: InversionConfig, *,
     else:  # nothing reached the target: report the first restart's last mask
         mask = ((torch.tanh(mask_logit[winner]) + 1) / 2).detach()
         pattern = ((torch.tanh(pattern_logit[winner]) + 1) / 2).detach()
-    similarity = stamped_similarity(encoder, shadow, mask, pattern, device)
+    similarity = stamped_similarity(encoder, shadow, PatchTrigger("inverted", pattern, mask), device)
     return Inversion(mask.cpu(), pattern.cpu(), restarts_pl1[winner], reached_any, similarity, baseline, target,
                      restarts_pl1)

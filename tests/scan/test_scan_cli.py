@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from PIL import Image
 from encoder_clean.encoders import create_encoder
 from encoder_clean.encoders.io import save_encoder
 from encoder_clean.scan.report import sarif_log
+from tests.cli.test_cli import assert_clean_error, run_cli
 
 DATA = "builtin:shapes?train=64&test=10"
 FAST = ("--data", DATA, "--shadow-images", "64", "-o", "steps=15", "-o", "batch_size=8", "-o", "restarts=2",
@@ -21,8 +21,7 @@ SARIF_LEVELS = {"none", "note", "warning", "error"}
 
 
 def scan(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "encoder_clean", "scan", *args], capture_output=True, text=True,
-                          timeout=300)
+    return run_cli("scan", *args)
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +34,6 @@ def checkpoints(tmp_path_factory):
         save_encoder(create_encoder("resnet10-cifar-w8"), path, produced_by="test")
         paths.append(str(path))
     return paths
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
 
 
 def check_sarif(log: dict) -> None:
@@ -112,11 +104,11 @@ def test_sarif_levels_follow_the_verdicts():
     ("--sarif", "/no/such/folder/x.sarif"),
 ])
 def test_bad_input_exits_2_with_one_line(checkpoints, extra):
-    assert_one_line_error(scan(checkpoints[0], *FAST, *extra))
+    assert_clean_error(scan(checkpoints[0], *FAST, *extra))
 
 
 def test_missing_or_corrupt_encoder_exits_2(tmp_path, checkpoints):
     corrupt = tmp_path / "bad.safetensors"
     corrupt.write_bytes(b"not a checkpoint")
-    assert_one_line_error(scan(str(tmp_path / "missing.safetensors"), *FAST))
-    assert_one_line_error(scan(checkpoints[0], str(corrupt), *FAST))
+    assert_clean_error(scan(str(tmp_path / "missing.safetensors"), *FAST))
+    assert_clean_error(scan(checkpoints[0], str(corrupt), *FAST))
