@@ -39,7 +39,7 @@ from encoder_clean.triggers import load_trigger
 PRETRAIN_DATA = "builtin:shapes?train=6000&test=100"
 DOWNSTREAM_DATA = "builtin:glyphs?train=3000&test=1000"
 PRETRAIN_EPOCHS = 3
-POISON_SETTINGS = {"epochs": 5}  # over the BadEncoder `fast` preset
+POISON_SETTINGS = {"epochs": 4}  # over the BadEncoder `fast` preset
 TRIGGER = "white-square"
 TARGET_CLASS = 0
 CLEAN_FRACTION = 0.05
