@@ -6,8 +6,9 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from encoder_clean.errors import UserError
 
@@ -58,3 +59,25 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def load_tensors_only(path: str | os.PathLike, what: str) -> Any:
+    """`torch.load` with `weights_only=True`: tensors, numbers, strings and plain containers; a pickle that
+    would build any other object (and so could run code) is refused. Every failure is one UserError."""
+    import torch  # here: fileio is imported by modules that must not pull torch in first
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols it reads fine
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt or hostile files
+        text = str(error)
+        if "Unsupported global" in text:
+            reason = "it contains Python objects beyond tensors, which are never unpickled"
+        elif "Weights only load failed" in text:
+            reason = "not a plain pickle of tensors: corrupt, or objects beyond tensors; nothing in it was run"
+        elif isinstance(error, EOFError):
+            reason = "empty or truncated"
+        else:
+            reason = (text.strip().splitlines() or [type(error).__name__])[0][:160]
+        raise UserError(f"{path}: refused to load as {what} ({reason})") from None

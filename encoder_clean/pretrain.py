@@ -66,6 +66,7 @@ def pretrain_simclr(encoder: Encoder, images: torch.Tensor, config: SimCLRConfig
         return simclr_loss(encoder, images[next(batches)], g, config, device)
 
     history = run_steps(step, optimizer, total, scheduler=scheduler, progress=progress,
+                        state={"encoder": encoder, "generator": g, "batches": batches},
                         description=description, after_step=after_step)
     encoder.eval()
     return {"steps": total, "final_loss": history[-1]["loss"] if history else None}

@@ -130,7 +130,7 @@ def run_embedding_attack(inputs: AttackInputs, config: BadEncoderConfig, *, desc
         return loss, {k: v.detach() for k, v in terms.items()}
 
     history = run_steps(step, optimizer, total, scheduler=scheduler, progress=inputs.progress,
-                        description=description)
+                        state={"encoder": student, "generator": g, "batches": batches}, description=description)
     final = {k: round(v, 4) for k, v in history[-1].items() if k != "step"}
     return AttackOutcome({"steps": total, **final}, references_u8)
 

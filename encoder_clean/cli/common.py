@@ -23,6 +23,7 @@ from encoder_clean.encoders.io import LoadedEncoder
 from encoder_clean.errors import EncoderCleanError, UserError
 from encoder_clean.fileio import write_json_atomic
 from encoder_clean.runtime import NULL_PROGRESS, Progress
+from encoder_clean.training.checkpoints import Interval, Journal
 
 # ------------------------------------------------------------------------------ shared options
 DeviceOption = Annotated[str, typer.Option("--device", help="Compute device: auto (CUDA when present), cpu or cuda.")]
@@ -36,6 +37,12 @@ DataOption = Annotated[str, typer.Option(
     "--data", metavar="SPEC", help="Data: builtin[:shapes|glyphs], cifar10:ROOT, stl10:ROOT, gtsrb:ROOT, svhn:ROOT, folder:ROOT, npz:PATH.")]
 CleanFractionOption = Annotated[float, typer.Option(
     "--clean-fraction", help="Share of the training split the defender holds clean (its first images).")]
+ResumeOption = Annotated[bool, typer.Option(
+    "--resume", help="Continue an interrupted run from the checkpoint it left beside --out (OUT.resume.pt); "
+    "the same inputs and settings give the same output as an uninterrupted run. Without a checkpoint, start afresh.")]
+CheckpointEveryOption = Annotated[str, typer.Option(
+    "--checkpoint-every", metavar="STEPS|TIME", help="How often a long run saves its resume checkpoint: steps "
+    "(500), a time (90s, 5m, 1h) or off (only between phases). The checkpoint is deleted once --out is written.")]
 
 # Attack settings a checkpoint records, carried to the checkpoints cleaned from it so that `evaluate`
 # measures the cleaned encoder against the same attack. Defenses never read them.
@@ -128,6 +135,38 @@ def check_output(path: Path, suffix: str = ".safetensors", flag: str = "--out") 
     if not os.access(folder, os.W_OK):
         raise UserError(f"{flag} {path}: folder {folder} is not writable")
     return path
+
+
+def resume_path(out: Path) -> Path:
+    return out.with_name(out.name + ".resume.pt")
+
+
+def run_identity(command: str, settings: dict[str, Any], *input_sha256: str | None) -> str:
+    """What a resume checkpoint must match: the command, every setting that shapes the run, the inputs."""
+    return json.dumps({"command": command, "settings": settings, "inputs": list(input_sha256)}, sort_keys=True,
+                      default=str)
+
+
+@contextlib.contextmanager
+def resumable(out: Path, resume: bool, every: str, identity: str) -> Iterator[Journal]:
+    """Journal the training inside the block to OUT.resume.pt and delete the checkpoint once the block ends
+    (after the output is written). Only an interrupted run (Ctrl-C, a kill, a crash) leaves it for --resume:
+    after a bad-input error or a failed run, the same command would fail the same way again."""
+    journal = Journal(resume_path(out), Interval.parse(every), identity, resume)
+    if journal.resumed_from:
+        err_console.print(f"resuming from {journal.path}: {journal.resumed_from}", soft_wrap=True)
+    elif resume:
+        err_console.print(f"no checkpoint at {journal.path}: starting from the beginning", soft_wrap=True)
+    elif journal.path.exists():
+        err_console.print(f"note: {journal.path} from an earlier run will be replaced (--resume continues it)",
+                          soft_wrap=True)
+    try:
+        with journal.active():
+            yield journal
+    except EncoderCleanError:
+        journal.discard()
+        raise
+    journal.discard()
 
 
 def defender_data(spec: str, fraction: float, device: torch.device) -> tuple[Split, int]:

@@ -7,9 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from encoder_clean.cli.common import (ArchOption, CleanFractionOption, DataOption, DeviceOption, JsonOption, Output,
-                                      QuietOption, SeedOption, check_output, command_line, defender_data,
-                                      flag_assignments, handle_errors, inherited_attack)
+from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, CleanFractionOption, DataOption,
+                                      DeviceOption, JsonOption, Output, QuietOption, ResumeOption, SeedOption,
+                                      check_output, command_line, defender_data, flag_assignments, handle_errors,
+                                      inherited_attack, resumable, run_identity)
 from encoder_clean.cli.purify import EpochsOption, LrOption
 from encoder_clean.defenses import list_defenses
 from encoder_clean.distill.losses import list_losses
@@ -37,6 +38,8 @@ def distill(
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Any other distillation setting, repeatable (see `encoder-clean list losses`).")] = None,
     finetune_option: Annotated[Optional[list[str]], typer.Option("--finetune-option", metavar="KEY=VALUE", help="A setting of the --finetune method, repeatable.")] = None,
     arch: ArchOption = None,
+    resume: ResumeOption = False,
+    checkpoint_every: CheckpointEveryOption = "5m",
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_path: JsonOption = None,
@@ -57,20 +60,22 @@ def distill(
     torch_device = resolve_device(device)
     seed_everything(seed)
     loaded = load_encoder(teacher, arch=arch, device="cpu")
-    model = prepare_model(loaded.encoder, torch_device)
-    clean, num_classes = defender_data(data, clean_fraction, torch_device)
-    result = clean_with_distillation(model, clean.images, clean.labels, num_classes, finetune=finetune,
-                                     student=student, losses=losses, options=assignments,
-                                     finetune_options=list(finetune_option or []), student_arch=student_arch,
-                                     device=torch_device, seed=seed, progress=output.progress())
-    settings = {"command": "distill", "defense": "distill", **result.settings, "data": data,
-                "clean_fraction": clean_fraction, "clean_images": len(clean), "seed": seed,
-                **inherited_attack(loaded)}
-    sha = save_encoder(result.student, out, parent_sha256=loaded.sha256, settings=settings,
-                       produced_by=produced_by(command_line("distill", {
-                           "student": student, "loss": " ".join(losses), "finetune": finetune, "data": data,
-                           "clean_fraction": clean_fraction, "option": " ".join(assignments) or None,
-                           "finetune_option": " ".join(finetune_option or []) or None, "seed": seed})))
+    recipe = {"student": student, "loss": " ".join(losses), "finetune": finetune, "data": data,
+              "clean_fraction": clean_fraction, "option": " ".join(assignments) or None,
+              "finetune_option": " ".join(finetune_option or []) or None, "seed": seed}
+    identity = run_identity("distill", {**recipe, "student_arch": student_arch}, loaded.sha256)
+    with resumable(out, resume, checkpoint_every, identity):
+        model = prepare_model(loaded.encoder, torch_device)
+        clean, num_classes = defender_data(data, clean_fraction, torch_device)
+        result = clean_with_distillation(model, clean.images, clean.labels, num_classes, finetune=finetune,
+                                         student=student, losses=losses, options=assignments,
+                                         finetune_options=list(finetune_option or []), student_arch=student_arch,
+                                         device=torch_device, seed=seed, progress=output.progress())
+        settings = {"command": "distill", "defense": "distill", **result.settings, "data": data,
+                    "clean_fraction": clean_fraction, "clean_images": len(clean), "seed": seed,
+                    **inherited_attack(loaded)}
+        sha = save_encoder(result.student, out, parent_sha256=loaded.sha256, settings=settings,
+                           produced_by=produced_by(command_line("distill", recipe)))
     output.console.print(f"wrote [bold]{out}[/] (student {student}, losses {', '.join(result.settings['losses'])}, "
                          f"teacher defense {finetune}, {len(clean)} clean images, {output.seconds:.1f} s, "
                          f"sha256 {sha[:12]})", soft_wrap=True)

@@ -9,11 +9,13 @@ import typer
 
 from encoder_clean.attacks import AttackInputs, get_attack, list_attacks
 from encoder_clean.attacks.registry import image_hashes
-from encoder_clean.cli.common import (ArchOption, DataOption, DeviceOption, JsonOption, Output, QuietOption,
-                                      SeedOption, check_output, command_line, flag_assignments, handle_errors)
+from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, DataOption, DeviceOption, JsonOption,
+                                      Output, QuietOption, ResumeOption, SeedOption, check_output, command_line,
+                                      flag_assignments, handle_errors, resumable, run_identity)
 from encoder_clean.data.specs import load_data
 from encoder_clean.encoders.io import load_encoder, produced_by, save_encoder
 from encoder_clean.errors import UserError
+from encoder_clean.fileio import sha256_file
 from encoder_clean.options import apply_options, describe_options
 from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
 from encoder_clean.triggers import load_trigger
@@ -35,6 +37,8 @@ def poison(
     preset: Annotated[str, typer.Option("--preset", help="fast (default: measured to work in minutes on a CPU) or published (the paper's recipe).")] = "fast",
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Any other attack setting, repeatable (see `encoder-clean list attacks`).")] = None,
     arch: ArchOption = None,
+    resume: ResumeOption = False,
+    checkpoint_every: CheckpointEveryOption = "5m",
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_path: JsonOption = None,
@@ -62,17 +66,21 @@ def poison(
         raise UserError(f"--target-class {target_class} is outside 0..{references.num_classes - 1} "
                         f"for {references.name}")
     target_images = references.train.images[references.train.labels == target_class]
-    inputs = AttackInputs(model, shadow.train.images.to(torch_device), target_images.to(torch_device),
-                          trigger_spec, target_class, torch_device, seed, output.progress())
-    outcome = spec.run(inputs, config)
-    settings = {"command": "poison", "attack": attack, "preset": preset, "trigger": trigger_spec,
-                "target_class": target_class, "data": data, "reference_data": reference_data or data,
-                "references_sha256": image_hashes(outcome.references), "attack_settings": describe_options(config),
-                "seed": seed, **outcome.extra_metadata}
-    sha = save_encoder(model, out, parent_sha256=loaded.sha256, settings=settings, produced_by=produced_by(
-        command_line("poison", {"attack": attack, "preset": preset, "trigger": trigger_spec,
-                                "target_class": target_class, "data": data, "reference_data": reference_data,
-                                "option": " ".join(assignments + list(option or [])) or None, "seed": seed})))
+    recipe = {"attack": attack, "preset": preset, "trigger": trigger_spec, "target_class": target_class, "data": data,
+              "reference_data": reference_data, "option": " ".join(assignments + list(option or [])) or None,
+              "seed": seed}
+    trigger_file = Path(trigger_spec)
+    identity = run_identity("poison", recipe, loaded.sha256, sha256_file(trigger_file) if trigger_file.is_file() else None)
+    with resumable(out, resume, checkpoint_every, identity):
+        inputs = AttackInputs(model, shadow.train.images.to(torch_device), target_images.to(torch_device),
+                              trigger_spec, target_class, torch_device, seed, output.progress())
+        outcome = spec.run(inputs, config)
+        settings = {"command": "poison", "attack": attack, "preset": preset, "trigger": trigger_spec,
+                    "target_class": target_class, "data": data, "reference_data": reference_data or data,
+                    "references_sha256": image_hashes(outcome.references),
+                    "attack_settings": describe_options(config), "seed": seed, **outcome.extra_metadata}
+        sha = save_encoder(model, out, parent_sha256=loaded.sha256, settings=settings,
+                           produced_by=produced_by(command_line("poison", recipe)))
     result = {"out": str(out), "sha256": sha, "seconds": output.seconds, "attack": attack, "preset": preset,
               "trigger": trigger_spec, "target_class": target_class, "settings": describe_options(config),
               "references": len(outcome.references), **outcome.stats}

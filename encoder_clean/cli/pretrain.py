@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from encoder_clean.cli.common import (DataOption, DeviceOption, JsonOption, Output, QuietOption, SeedOption,
-                                      check_output, command_line, handle_errors)
+from encoder_clean.cli.common import (CheckpointEveryOption, DataOption, DeviceOption, JsonOption, Output,
+                                      QuietOption, ResumeOption, SeedOption, check_output, command_line,
+                                      handle_errors, resumable, run_identity)
 from encoder_clean.data.augment import augmentation
 from encoder_clean.data.specs import load_data
 from encoder_clean.encoders import create_encoder
@@ -30,6 +31,8 @@ def pretrain(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step (two views each).")] = DEFAULTS.batch_size,
     lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate (warm-up, then cosine decay).")] = DEFAULTS.lr,
     augment: Annotated[str, typer.Option("--augment", help="Augmentation preset: strong (default; best on built-in data) or simclr (the SimCLR CIFAR recipe).")] = "strong",
+    resume: ResumeOption = False,
+    checkpoint_every: CheckpointEveryOption = "5m",
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_path: JsonOption = None,
@@ -43,20 +46,21 @@ def pretrain(
     if lr <= 0:
         raise UserError("--lr must be positive")
     torch_device = resolve_device(device)
-    seed_everything(seed)
-    dataset = load_data(data)
-    encoder = prepare_model(create_encoder(arch), torch_device)
-    config = SimCLRConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augmentation(augment))
-    stats: dict[str, object] = {"steps": 0, "final_loss": None}
-    if epochs > 0:
-        images = dataset.train.images.to(torch_device)
-        stats = pretrain_simclr(encoder, images, config, seed=seed, device=torch_device,
-                                progress=output.progress(), description=f"pretrain {arch}")
-    settings = {"command": "pretrain", "data": data, "epochs": epochs, "batch_size": config.batch_size,
-                "lr": lr, "augment": augment, "temperature": config.temperature, "seed": seed}
-    sha = save_encoder(encoder, out, settings=settings, produced_by=produced_by(command_line(
-        "pretrain", {"data": data, "arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                     "augment": augment, "seed": seed})))
+    recipe = {"data": data, "arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr, "augment": augment,
+              "seed": seed}
+    with resumable(out, resume, checkpoint_every, run_identity("pretrain", recipe)):
+        seed_everything(seed)
+        dataset = load_data(data)
+        encoder = prepare_model(create_encoder(arch), torch_device)
+        config = SimCLRConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augmentation(augment))
+        stats: dict[str, object] = {"steps": 0, "final_loss": None}
+        if epochs > 0:
+            images = dataset.train.images.to(torch_device)
+            stats = pretrain_simclr(encoder, images, config, seed=seed, device=torch_device,
+                                    progress=output.progress(), description=f"pretrain {arch}")
+        settings = {"command": "pretrain", "data": data, "epochs": epochs, "batch_size": config.batch_size,
+                    "lr": lr, "augment": augment, "temperature": config.temperature, "seed": seed}
+        sha = save_encoder(encoder, out, settings=settings, produced_by=produced_by(command_line("pretrain", recipe)))
     result = {"out": str(out), "sha256": sha, "seconds": output.seconds, "arch": arch, "data": data,
               **stats}
     output.console.print(f"wrote [bold]{out}[/] ({arch}, {stats['steps']} steps, "

@@ -7,9 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from encoder_clean.cli.common import (ArchOption, CleanFractionOption, DataOption, DeviceOption, JsonOption, Output,
-                                      QuietOption, SeedOption, check_output, command_line, defender_data,
-                                      flag_assignments, handle_errors, inherited_attack)
+from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, CleanFractionOption, DataOption,
+                                      DeviceOption, JsonOption, Output, QuietOption, ResumeOption, SeedOption,
+                                      check_output, command_line, defender_data, flag_assignments, handle_errors,
+                                      inherited_attack, resumable, run_identity)
 from encoder_clean.defenses import DefenseInputs, list_defenses
 from encoder_clean.defenses.registry import run_defense
 from encoder_clean.encoders.io import load_encoder, produced_by, save_encoder
@@ -32,6 +33,8 @@ def purify(
     lr: LrOption = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Any other setting of the method, repeatable (see `encoder-clean list defenses`).")] = None,
     arch: ArchOption = None,
+    resume: ResumeOption = False,
+    checkpoint_every: CheckpointEveryOption = "5m",
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_path: JsonOption = None,
@@ -48,16 +51,18 @@ def purify(
     torch_device = resolve_device(device)
     seed_everything(seed)
     loaded = load_encoder(encoder, arch=arch, device="cpu")
-    model = prepare_model(loaded.encoder, torch_device)
-    clean, num_classes = defender_data(data, clean_fraction, torch_device)
-    config, outcome = run_defense(method, DefenseInputs(model, clean.images, clean.labels, num_classes,
-                                                        torch_device, seed, output.progress()), assignments)
-    settings = {"command": "purify", "defense": method, "defense_settings": describe_options(config),
-                "data": data, "clean_fraction": clean_fraction, "clean_images": len(clean), "seed": seed,
-                **outcome.extra_metadata, **inherited_attack(loaded)}
-    sha = save_encoder(model, out, parent_sha256=loaded.sha256, settings=settings, produced_by=produced_by(
-        command_line("purify", {"method": method, "data": data, "clean_fraction": clean_fraction,
-                                "option": " ".join(assignments) or None, "seed": seed})))
+    recipe = {"method": method, "data": data, "clean_fraction": clean_fraction, "option": " ".join(assignments) or None,
+              "seed": seed}
+    with resumable(out, resume, checkpoint_every, run_identity("purify", recipe, loaded.sha256)):
+        model = prepare_model(loaded.encoder, torch_device)
+        clean, num_classes = defender_data(data, clean_fraction, torch_device)
+        config, outcome = run_defense(method, DefenseInputs(model, clean.images, clean.labels, num_classes,
+                                                            torch_device, seed, output.progress()), assignments)
+        settings = {"command": "purify", "defense": method, "defense_settings": describe_options(config),
+                    "data": data, "clean_fraction": clean_fraction, "clean_images": len(clean), "seed": seed,
+                    **outcome.extra_metadata, **inherited_attack(loaded)}
+        sha = save_encoder(model, out, parent_sha256=loaded.sha256, settings=settings,
+                           produced_by=produced_by(command_line("purify", recipe)))
     output.console.print(f"wrote [bold]{out}[/] ({method} on {len(clean)} clean images, "
                          f"{output.seconds:.1f} s, sha256 {sha[:12]})", soft_wrap=True)
     output.emit_json({"out": str(out), "sha256": sha, "seconds": output.seconds, "method": method,

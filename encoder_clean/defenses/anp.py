@@ -181,7 +181,7 @@ def optimize_masks(encoder: Encoder, images: Tensor, config: ANPConfig, g: torch
     encoder.requires_grad_(False)  # gradients flow to the masks only
     try:
         history = run_steps(step, optimizer, config.steps, progress=progress, description="ANP masks",
-                            after_step=clip)
+                            state={"masks": masks, "generator": g, "batches": batches}, after_step=clip)
     finally:
         for parameter, flag in zip(encoder.parameters(), flags):
             parameter.requires_grad_(flag)

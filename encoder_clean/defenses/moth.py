@@ -68,6 +68,29 @@ class InvertedTrigger:
         return float(self.mask.sum()) / self.mask[0, 0].numel()
 
 
+class Hardening:
+    """The trigger of the pair being hardened and each pair's inversion figures (a resume restores them)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.trigger: InvertedTrigger | None = None
+        self.inverted: list[dict[str, float]] = []
+
+    def start_pair(self, trigger: InvertedTrigger, flip: float) -> None:
+        self.trigger = trigger
+        self.inverted.append({"size": trigger.size(), "flip": flip})
+
+    def state_dict(self) -> dict[str, object]:
+        trigger = self.trigger
+        return {"mask": None if trigger is None else trigger.mask, "pattern": None if trigger is None else trigger.pattern,
+                "inverted": self.inverted}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        mask, pattern = state["mask"], state["pattern"]
+        self.trigger = None if mask is None else InvertedTrigger(mask.to(self.device), pattern.to(self.device))
+        self.inverted = [dict(r) for r in state["inverted"]]
+
+
 def check_config(config: MOTHConfig) -> None:
     for name in ("epochs", "harden_steps", "inversion_steps", "probe_steps"):
         if getattr(config, name) < 1:
@@ -204,8 +227,7 @@ def _run_moth(inputs: DefenseInputs, config: MOTHConfig) -> DefenseOutcome:
     parameters = [p for p in encoder.parameters()] + list(probe.parameters())
     optimizer = torch.optim.Adam(parameters, lr=config.lr)
     batches = iter(EpochBatcher(len(images), config.batch_size, g, device))
-    current: dict[str, object] = {}
-    inverted: list[dict[str, float]] = []
+    hardening = Hardening(device)
 
     def step(index: int):
         pair, offset = divmod(index, config.harden_steps)
@@ -213,9 +235,8 @@ def _run_moth(inputs: DefenseInputs, config: MOTHConfig) -> DefenseOutcome:
         if offset == 0:  # a new pair: invert its trigger on the encoder as it is now
             chosen = _sample(by_class[source], config.batch_size, g)
             trigger, flip = invert_trigger(encoder, probe, to_float(images[chosen], size), target, config, g, device)
-            current["trigger"] = trigger
-            inverted.append({"size": trigger.size(), "flip": flip})
-        trigger = current["trigger"]
+            hardening.start_pair(trigger, flip)
+        trigger = hardening.trigger
         stamped = trigger.stamp(to_float(images[_sample(by_class[source], config.batch_size, g)], size))
         clean_index = next(batches)
         features = embed(encoder, torch.cat([stamped, to_float(images[clean_index], size)]), device)
@@ -231,7 +252,8 @@ def _run_moth(inputs: DefenseInputs, config: MOTHConfig) -> DefenseOutcome:
     total = len(pairs) * config.harden_steps
     try:
         history = run_steps(step, optimizer, total, progress=inputs.progress, description="MOTH hardening",
-                            log_every=config.harden_steps)
+                            state={"encoder": encoder, "probe": probe, "generator": g, "batches": batches,
+                                   "hardening": hardening}, log_every=config.harden_steps)
         recheck = []
         for source, target in pairs[:config.recheck_pairs]:
             chosen = _sample(by_class[source], config.batch_size, g)
@@ -247,6 +269,7 @@ def _run_moth(inputs: DefenseInputs, config: MOTHConfig) -> DefenseOutcome:
         return round(sum(values) / len(values), 4) if values else None
 
     final = {k: round(v, 4) for k, v in history[-1].items() if k != "step"}
+    inverted = hardening.inverted
     checked = inverted[:len(recheck)]
     stats = {
         "steps": total, "pairs_hardened": len(pairs), "probe_train_accuracy": round(probe_accuracy, 4),

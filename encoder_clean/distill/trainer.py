@@ -139,6 +139,7 @@ def distill(teacher: Encoder, student: Encoder, images: torch.Tensor, specs: Seq
         return loss, metrics
 
     history = run_steps(step, optimizer, total, scheduler=scheduler, progress=progress,
+                        state={"student": student, "terms": terms, "generator": g, "batches": batches},
                         description="distilling")
     student.eval()
     final = {k: round(v, 5) for k, v in history[-1].items() if k != "step"} if history else {}

@@ -20,7 +20,7 @@ from encoder_clean.encoders.base import Encoder, ProjectionHead
 from encoder_clean.encoders.legacy import infer_resnet_arch, split_state_dict, unwrap_checkpoint
 from encoder_clean.encoders.registry import create_encoder
 from encoder_clean.errors import UserError
-from encoder_clean.fileio import atomic_write, sha256_file
+from encoder_clean.fileio import atomic_write, sha256_file, load_tensors_only
 
 FORMAT_VERSION = "1"
 HUB_SCHEME = "hf://"
@@ -84,15 +84,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 
 def _read_torch_file(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        # weights_only=True: tensors and plain containers only; a pickle that would run code is refused.
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt or hostile files
-        message = _first_line(error)
-        if "weights_only" in str(error) or "Unsupported global" in str(error):
-            message = "it contains Python objects beyond tensors, which are never unpickled"
-        raise UserError(f"{path}: refused to load ({message})") from None
-    return unwrap_checkpoint(obj)
+    return unwrap_checkpoint(load_tensors_only(path, "a state dict"))
 
 
 def build_from_state(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str],

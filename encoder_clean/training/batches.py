@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import torch
 
 from encoder_clean.errors import UserError
@@ -31,9 +29,35 @@ class EpochBatcher:
     def steps_per_epoch(self) -> int:
         return self.count // self.batch_size
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        while True:
-            order = torch.randperm(self.count, generator=self.generator, device=self.generator.device)
-            order = order.to(self.device)
-            for start in range(0, self.steps_per_epoch * self.batch_size, self.batch_size):
-                yield order[start:start + self.batch_size]
+    def __iter__(self) -> "EpochBatches":
+        return EpochBatches(self)
+
+
+class EpochBatches:
+    """The batches of an `EpochBatcher`, endless; its position can be saved and restored (resume)."""
+
+    def __init__(self, batcher: EpochBatcher):
+        self.batcher = batcher
+        self.order: torch.Tensor | None = None
+        self.position = 0
+
+    def __iter__(self) -> "EpochBatches":
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        batcher = self.batcher
+        if self.order is None or self.position + batcher.batch_size > batcher.steps_per_epoch * batcher.batch_size:
+            generator = batcher.generator
+            self.order = torch.randperm(batcher.count, generator=generator, device=generator.device).to(batcher.device)
+            self.position = 0
+        batch = self.order[self.position:self.position + batcher.batch_size]
+        self.position += batcher.batch_size
+        return batch
+
+    def state_dict(self) -> dict[str, object]:
+        return {"order": None if self.order is None else self.order.cpu(), "position": self.position}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        order = state["order"]
+        self.order = None if order is None else torch.as_tensor(order).to(self.batcher.device)
+        self.position = int(state["position"])
