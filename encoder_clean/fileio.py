@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -24,7 +25,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         raise UserError(f"output folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise UserError(f"output folder {folder} is not writable")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as error:
+        raise UserError(f"cannot write {target}: {error.strerror or error}") from None
     os.close(fd)
     try:
         write(tmp)
@@ -32,11 +36,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError):  # a full disk, a vanished folder, a quota
+            raise UserError(f"cannot write {target}: {error.strerror or error}") from None
         raise
     return target
+
+
+def check_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -> None:
+    """Fail before long work when `folder`'s file system cannot take `needed_bytes` more."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # cannot tell: the write itself will report a full disk
+    if free < needed_bytes:
+        raise UserError(f"{what}: {folder} has {free / 2**20:.1f} MiB free, the output needs about "
+                        f"{needed_bytes / 2**20:.1f} MiB")
 
 
 def _umask() -> int:

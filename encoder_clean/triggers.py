@@ -15,6 +15,7 @@ of trigger are a registry, so triggers that are not patches (e.g. frequency-doma
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -191,16 +192,21 @@ def _load_builtin(spec: str, name: str, size_text: str, position: tuple[int, int
 
 
 def _load_png(path: Path) -> tuple[Tensor, Tensor]:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            if image.width * image.height > 4096 * 4096:
-                raise UserError(f"trigger {path}: image of {image.width}x{image.height} is too large")
-            has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-            array = np.asarray(image.convert("RGBA"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise UserError(f"trigger {path}: not a readable PNG ({error})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns about large images; the size check below refuses them
+            with Image.open(path) as image:
+                if image.width * image.height > 4096 * 4096:
+                    raise UserError(f"trigger {path}: image of {image.width}x{image.height} is too large")
+                has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+                array = np.asarray(image.convert("RGBA"))
+    except UserError:
+        raise
+    except Exception as error:  # decoders raise many types (OSError, SyntaxError, DecompressionBombError, ...)
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise UserError(f"trigger {path}: not a readable PNG ({reason})") from None
     if not has_alpha:
         raise UserError(f"trigger {path}: the PNG has no alpha channel (alpha is the trigger's mask)")
     tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255

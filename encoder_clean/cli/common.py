@@ -21,7 +21,7 @@ from encoder_clean.data.dataset import Split
 from encoder_clean.data.specs import load_data
 from encoder_clean.encoders.io import LoadedEncoder
 from encoder_clean.errors import EncoderCleanError, UserError
-from encoder_clean.fileio import write_json_atomic
+from encoder_clean.fileio import check_free_space, write_json_atomic
 from encoder_clean.runtime import NULL_PROGRESS, Progress
 from encoder_clean.training.checkpoints import Interval, Journal
 
@@ -135,6 +135,13 @@ def check_output(path: Path, suffix: str = ".safetensors", flag: str = "--out") 
     if not os.access(folder, os.W_OK):
         raise UserError(f"{flag} {path}: folder {folder} is not writable")
     return path
+
+
+def check_room(out: Path, model: torch.nn.Module) -> None:
+    """Exit 2 before training when --out's disk cannot take the output and its resume checkpoint: about
+    eight copies of the weights (teacher, student, optimiser moments, and the temporary file of each write)."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    check_free_space(out.parent, 8 * weights + (1 << 20), f"--out {out}")
 
 
 def resume_path(out: Path) -> Path:

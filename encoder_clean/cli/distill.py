@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, CleanFractionOption, DataOption,
+from encoder_clean.cli.common import (check_room, ArchOption, CheckpointEveryOption, CleanFractionOption, DataOption,
                                       DeviceOption, JsonOption, Output, QuietOption, ResumeOption, SeedOption,
                                       check_output, command_line, defender_data, flag_assignments, handle_errors,
                                       inherited_attack, resumable, run_identity)
@@ -66,6 +66,7 @@ def distill(
     identity = run_identity("distill", {**recipe, "student_arch": student_arch}, loaded.sha256)
     with resumable(out, resume, checkpoint_every, identity):
         model = prepare_model(loaded.encoder, torch_device)
+        check_room(out, model)
         clean, num_classes = defender_data(data, clean_fraction, torch_device)
         result = clean_with_distillation(model, clean.images, clean.labels, num_classes, finetune=finetune,
                                          student=student, losses=losses, options=assignments,

@@ -9,7 +9,7 @@ import typer
 
 from encoder_clean.attacks import AttackInputs, get_attack, list_attacks
 from encoder_clean.attacks.registry import image_hashes
-from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, DataOption, DeviceOption, JsonOption,
+from encoder_clean.cli.common import (check_room, ArchOption, CheckpointEveryOption, DataOption, DeviceOption, JsonOption,
                                       Output, QuietOption, ResumeOption, SeedOption, check_output, command_line,
                                       flag_assignments, handle_errors, resumable, run_identity)
 from encoder_clean.data.specs import load_data
@@ -58,6 +58,7 @@ def poison(
     seed_everything(seed)
     loaded = load_encoder(encoder, arch=arch, device="cpu")
     model = prepare_model(loaded.encoder, torch_device)
+    check_room(out, model)
     trigger_spec = trigger or spec.default_trigger
     load_trigger(trigger_spec, model.image_size)  # fail on a bad trigger before any long work
     shadow = load_data(data)

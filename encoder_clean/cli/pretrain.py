@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from encoder_clean.cli.common import (CheckpointEveryOption, DataOption, DeviceOption, JsonOption, Output,
+from encoder_clean.cli.common import (check_room, CheckpointEveryOption, DataOption, DeviceOption, JsonOption, Output,
                                       QuietOption, ResumeOption, SeedOption, check_output, command_line,
                                       handle_errors, resumable, run_identity)
 from encoder_clean.data.augment import augmentation
@@ -52,6 +52,7 @@ def pretrain(
         seed_everything(seed)
         dataset = load_data(data)
         encoder = prepare_model(create_encoder(arch), torch_device)
+        check_room(out, encoder)
         config = SimCLRConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augmentation(augment))
         stats: dict[str, object] = {"steps": 0, "final_loss": None}
         if epochs > 0:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, CleanFractionOption, DataOption,
+from encoder_clean.cli.common import (check_room, ArchOption, CheckpointEveryOption, CleanFractionOption, DataOption,
                                       DeviceOption, JsonOption, Output, QuietOption, ResumeOption, SeedOption,
                                       check_output, command_line, defender_data, flag_assignments, handle_errors,
                                       inherited_attack, resumable, run_identity)
@@ -55,6 +55,7 @@ def purify(
               "seed": seed}
     with resumable(out, resume, checkpoint_every, run_identity("purify", recipe, loaded.sha256)):
         model = prepare_model(loaded.encoder, torch_device)
+        check_room(out, model)
         clean, num_classes = defender_data(data, clean_fraction, torch_device)
         config, outcome = run_defense(method, DefenseInputs(model, clean.images, clean.labels, num_classes,
                                                             torch_device, seed, output.progress()), assignments)

@@ -9,6 +9,8 @@ import torch
 from encoder_clean.errors import UserError
 
 
+MAX_CLASSES = 100_000  # beyond any real label set; guards against labels like 2**40 in a hostile file
+
 @dataclass
 class Split:
     images: torch.Tensor  # uint8, (N, 3, H, W)
@@ -43,6 +45,8 @@ class Dataset:
     class_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if not 1 <= self.num_classes <= MAX_CLASSES:
+            raise UserError(f"data {self.name}: {self.num_classes} classes; at most {MAX_CLASSES:,} are supported")
         for split_name, split in (("train", self.train), ("test", self.test)):
             if len(split) == 0:
                 raise UserError(f"data {self.name}: the {split_name} split is empty")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import zipfile
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -153,7 +152,9 @@ def load_folder(argument: str, options: dict[str, str]) -> Dataset:
 
 
 # ----------------------------------------------------------------------------- npz
-_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+# zip and .npy parsing of a damaged file raises many types (BadZipFile, zlib.error, NotImplementedError for
+# unknown compression, RuntimeError for encryption, struct.error, ...): all of them mean a bad file.
+_NPZ_ERRORS = (Exception,)
 
 
 def _check_zip_magic(head: bytes, path: Path) -> None:
@@ -162,6 +163,31 @@ def _check_zip_magic(head: bytes, path: Path) -> None:
         raise UserError(f"npz: {path} is a single .npy array, not an .npz archive")
     if not head.startswith(b"PK"):
         raise UserError(f"npz: {path} is not an .npz (zip) archive")
+
+
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _check_declared_sizes(handle, path: Path, keys: Sequence[str]) -> None:
+    """Refuse members whose .npy header claims more data than the member holds, before numpy allocates
+    room for the claim (a 100-byte file can declare a terabyte array)."""
+    with zipfile.ZipFile(handle) as archive:
+        for key in keys:
+            try:
+                info = archive.getinfo(f"{key}.npy")
+            except KeyError:
+                continue  # reported with the other missing arrays
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version not in _NPY_HEADER_READERS:
+                    raise UserError(f"npz: {path}: array {key} uses .npy format {version}, which is not supported")
+                shape, _, dtype = _NPY_HEADER_READERS[version](member)
+            if dtype.hasobject:
+                raise UserError(f"npz: {path}: array {key} holds Python objects, which are never unpickled")
+            declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if declared > info.file_size:
+                raise UserError(f"npz: {path}: array {key} claims shape {shape} ({declared:,} bytes) but holds "
+                                f"{info.file_size:,} bytes")
 
 
 def _read_arrays(path: Path, keys: Sequence[str]) -> list[np.ndarray]:
@@ -175,14 +201,19 @@ def _read_arrays(path: Path, keys: Sequence[str]) -> list[np.ndarray]:
         with open(path, "rb") as handle:
             _check_zip_magic(handle.read(6), path)
             handle.seek(0)
+            _check_declared_sizes(handle, path, keys)
+            handle.seek(0)
             with np.load(handle, allow_pickle=False) as archive:
                 missing = [key for key in keys if key not in archive.files]
                 if missing:
                     raise UserError(f"npz: {path} lacks array(s) {', '.join(missing)} (has: "
                                     f"{', '.join(archive.files) or 'nothing'})")
                 return [archive[key] for key in keys]
+    except UserError:
+        raise
     except _NPZ_ERRORS as exc:
-        raise UserError(f"npz: cannot read {path}: {exc}") from None
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"npz: cannot read {path}: {reason}") from None
 
 
 def images_from_nhwc(x: np.ndarray, where: str) -> torch.Tensor:

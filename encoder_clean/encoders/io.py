@@ -7,6 +7,7 @@ unpickling, never arbitrary code), and `hf://OWNER/REPO[/PATH/IN/REPO][@REVISION
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -57,6 +58,7 @@ def load_encoder(source: str, arch: str | None = None, device: torch.device | st
         raise UserError(f"{source}: unsupported encoder file type {path.suffix or '(none)'!r}; "
                         f"use .safetensors or one of {', '.join(PICKLE_SUFFIXES)}")
     encoder, has_head = build_from_state(tensors, metadata, arch, source)
+    check_forward(encoder, source)
     return LoadedEncoder(encoder.to(device), source, path, sha256_file(path), metadata, has_head)
 
 
@@ -110,6 +112,19 @@ def build_from_state(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str,
     return encoder, bool(head)
 
 
+@torch.no_grad()
+def check_forward(encoder: Encoder, source: str) -> None:
+    """Finite weights can still overflow: refuse an encoder whose features on plain images are not finite."""
+    size = encoder.image_size
+    ramp = torch.linspace(0, 1, size * size).reshape(1, 1, size, size)
+    images = torch.cat([ramp.expand(1, 3, size, size), 1 - ramp.expand(1, 3, size, size)])
+    was_training = encoder.training
+    features = encoder.eval().features(images)
+    encoder.train(was_training)
+    if not bool(torch.isfinite(features).all()):
+        raise UserError(f"{source}: the encoder's features are not finite on plain images (weights out of range)")
+
+
 def _load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], arch: str, source: str) -> None:
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
@@ -137,10 +152,18 @@ def _head_from_state(head: Mapping[str, torch.Tensor], feature_dim: int, source:
     return module
 
 
+MAX_WEIGHT = 1e12  # far beyond any trained encoder's weights or BatchNorm statistics; larger values overflow
+
+
 def _check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
     for key, value in state.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        if not value.is_floating_point():
+            continue
+        if not bool(torch.isfinite(value).all()):
             raise UserError(f"{source}: weight {key} holds NaN or infinite values")
+        if value.numel() and float(value.abs().max()) > MAX_WEIGHT:
+            raise UserError(f"{source}: weight {key} holds values of {float(value.abs().max()):.3g}, beyond any "
+                            f"trained encoder's")
 
 
 def _meta_int(metadata: Mapping[str, str], key: str, source: str) -> int | None:
@@ -162,7 +185,7 @@ def _meta_floats(metadata: Mapping[str, str], key: str, source: str) -> tuple[fl
         values = tuple(float(v) for v in json.loads(metadata[key]))
     except (ValueError, TypeError):
         raise UserError(f"{source}: metadata {key}={metadata[key]!r} is not a list of numbers") from None
-    if len(values) != 3 or (key == "std" and min(values) <= 0):
+    if len(values) != 3 or not all(math.isfinite(v) for v in values) or (key == "std" and min(values) <= 0):
         raise UserError(f"{source}: metadata {key}={metadata[key]!r} must be three (positive) numbers")
     return values
 
