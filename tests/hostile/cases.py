@@ -529,7 +529,8 @@ def structured_cases(rng: random.Random) -> list[Case]:
 
 
 def mutation_cases(rng: random.Random, per_loader: int, scratch: Path) -> list[Case]:
-    """Byte-level mutations of each loader's valid seed input."""
+    """Byte-level mutations of each loader's valid seed input (`scratch`: a folder for making them)."""
+    scratch.mkdir(parents=True, exist_ok=True)
     x, y = valid_npz(rng)
     seeds: list[tuple[str, str, Callable[[], bytes], str | None]] = [
         ("safetensors", ".safetensors", lambda: encoder_bytes("safetensors"), None),
@@ -544,6 +545,68 @@ def mutation_cases(rng: random.Random, per_loader: int, scratch: Path) -> list[C
     for loader, suffix, seed, as_dir in seeds:
         cases.extend(byte_cases(loader, suffix, seed, per_loader, rng, as_dir))
     return cases
+
+
+# ------------------------------------------------------------------------------ hypothesis-drawn inputs
+LOADER_SUFFIXES = {"safetensors": ".safetensors", "pt": ".pt", "npz": ".npz", "png-trigger": ".png",
+                   "npz-trigger": ".npz", "resume": ".resume.pt"}
+
+
+def bytes_case(loader: str, data: bytes) -> Case:
+    return Case(loader, f"{len(data)} drawn bytes", _file_writer(data, LOADER_SUFFIXES[loader]))
+
+
+def header_case(field: str, value: object, which: int, metadata: dict[str, str]) -> Case:
+    """The valid encoder file with one tensor's `field` set to `value` and `metadata` merged in."""
+    header, body = safetensors_parts(_seed_safetensors())
+    names = [k for k in header if k != "__metadata__"]
+    header[names[which % len(names)]][field] = value
+    header["__metadata__"].update(metadata)
+    try:
+        data = safetensors_join(header, body)
+    except ValueError:  # a value json cannot write (e.g. NaN is written, but surrogates are not)
+        data = safetensors_join(json.dumps(header, ensure_ascii=True).encode(), body)
+    return Case("safetensors", f"{field}={value!r:.40}", _file_writer(data, ".safetensors"))
+
+
+def npz_case(x: np.ndarray, y: np.ndarray) -> Case:
+    return Case("npz", f"x {x.dtype}{x.shape} y {y.dtype}{y.shape}",
+                _raw_npz_writer(lambda b: np.savez(b, x_train=x, y_train=y, x_test=x, y_test=y)))
+
+
+_SEED_CACHE: dict[str, bytes] = {}
+
+
+def _seed_safetensors() -> bytes:
+    if "safetensors" not in _SEED_CACHE:
+        _SEED_CACHE["safetensors"] = encoder_bytes("safetensors")
+    return _SEED_CACHE["safetensors"]
+
+
+def hypothesis_strategies():
+    """name -> (strategy of keyword arguments, case builder): what the fuzz tests and the benchmark draw."""
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=8)
+    metadata = st.dictionaries(st.sampled_from(["arch", "image_size", "mean", "std", "settings", "format_version"]),
+                               st.text(max_size=12), max_size=3)
+    image_dtypes = st.sampled_from([np.uint8, np.int8, np.float32, np.float16, np.int64, np.bool_])
+    label_dtypes = st.sampled_from([np.int64, np.int32, np.uint8, np.float64, np.bool_])
+    return {
+        "bytes": (st.fixed_dictionaries({"loader": st.sampled_from(sorted(LOADER_SUFFIXES)),
+                                         "data": st.binary(max_size=2048)}), bytes_case),
+        "safetensors-header": (st.fixed_dictionaries({
+            "field": st.sampled_from(["dtype", "shape", "data_offsets", "extra"]), "value": json_values,
+            "which": st.integers(0, 10**6), "metadata": metadata}), header_case),
+        "npz-arrays": (st.fixed_dictionaries({
+            "x": hnp.arrays(image_dtypes, hnp.array_shapes(min_dims=1, max_dims=5, min_side=0, max_side=6)),
+            "y": hnp.arrays(label_dtypes, hnp.array_shapes(min_dims=1, max_dims=2, min_side=0, max_side=8))}),
+            npz_case),
+    }
 
 
 # ------------------------------------------------------------------------------ judging one case

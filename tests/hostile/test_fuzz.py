@@ -5,25 +5,16 @@ A sample runs here; benchmarks/robustness.py runs well over a thousand cases and
 
 from __future__ import annotations
 
-import io
 import random
 
-import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-from hypothesis.extra import numpy as hnp
+from hypothesis import HealthCheck, given, settings
 
 from tests.cli.test_cli import assert_clean_error, run_cli
-from tests.hostile.cases import (FAILURES, MARKER_NAME, Case, encoder_bytes, mutation_cases, pickle_cases, run_case,
-                                 safetensors_join, safetensors_parts, structured_cases)
+from tests.hostile.cases import (FAILURES, MARKER_NAME, Case, hypothesis_strategies, mutation_cases, pickle_cases,
+                                 run_case, structured_cases)
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-
-
-@pytest.fixture
-def fresh(tmp_path_factory):
-    """A new empty folder per case (hypothesis calls the test many times within one fixture scope)."""
-    return lambda: tmp_path_factory.mktemp("case")
 
 
 def _judge(case: Case, folder) -> str:
@@ -52,60 +43,19 @@ def test_code_in_a_pickle_never_runs(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------ hypothesis
-LOADER_SUFFIXES = {"safetensors": ".safetensors", "pt": ".pt", "npz": ".npz", "png-trigger": ".png",
-                   "npz-trigger": ".npz", "resume": ".resume.pt"}
+STRATEGIES = hypothesis_strategies()
 
 
-@FUZZ
-@given(loader=st.sampled_from(sorted(LOADER_SUFFIXES)), data=st.binary(max_size=2048))
-def test_arbitrary_bytes(fresh, loader, data):
-    suffix = LOADER_SUFFIXES[loader]
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_hypothesis_drawn_inputs(name, tmp_path_factory):
+    strategy, build = STRATEGIES[name]
 
-    def write(folder):
-        (folder / f"input{suffix}").write_bytes(data)
-        return str(folder / f"input{suffix}")
+    @FUZZ
+    @given(arguments=strategy)
+    def check(arguments):
+        _judge(build(**arguments), tmp_path_factory.mktemp("case"))
 
-    _judge(Case(loader, "bytes", write), fresh())
-
-
-SEED = encoder_bytes("safetensors")
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                           max_leaves=8)
-
-
-@FUZZ
-@given(field=st.sampled_from(["dtype", "shape", "data_offsets", "extra"]), value=json_values, which=st.integers(0, 10**6),
-       metadata=st.dictionaries(st.sampled_from(["arch", "image_size", "mean", "std", "settings", "format_version"]),
-                                st.text(max_size=12), max_size=3))
-def test_safetensors_headers(fresh, field, value, which, metadata):
-    header, body = safetensors_parts(SEED)
-    names = [k for k in header if k != "__metadata__"]
-    header[names[which % len(names)]][field] = value
-    header["__metadata__"].update(metadata)
-
-    def write(folder):
-        (folder / "input.safetensors").write_bytes(safetensors_join(header, body))
-        return str(folder / "input.safetensors")
-
-    _judge(Case("safetensors", f"{field}={value!r}", write), fresh())
-
-
-image_dtypes = st.sampled_from([np.uint8, np.int8, np.float32, np.float16, np.int64, np.bool_])
-label_dtypes = st.sampled_from([np.int64, np.int32, np.uint8, np.float64, np.bool_])
-
-
-@FUZZ
-@given(x=hnp.arrays(image_dtypes, hnp.array_shapes(min_dims=1, max_dims=5, min_side=0, max_side=6)),
-       y=hnp.arrays(label_dtypes, hnp.array_shapes(min_dims=1, max_dims=2, min_side=0, max_side=8)))
-def test_npz_datasets_of_any_shape_and_dtype(fresh, x, y):
-    def write(folder):
-        buffer = io.BytesIO()
-        np.savez(buffer, x_train=x, y_train=y, x_test=x, y_test=y)
-        (folder / "input.npz").write_bytes(buffer.getvalue())
-        return str(folder / "input.npz")
-
-    _judge(Case("npz", f"x {x.dtype}{x.shape} y {y.dtype}{y.shape}", write), fresh())
+    check()
 
 
 # ------------------------------------------------------------------------------ through the real CLI
