@@ -34,7 +34,7 @@ class Recipe:
 
 # Chosen once, offline, from benchmarks/defense_study.py over BadEncoder, DRUPE, BASSL and CTRL (README
 # "Measured"): the seed paper's setting with AFD in place of attention transfer had the highest ACC of
-# the losses on every attack with an ASR near the lowest; four-attack means ACC 62.15, ASR 9.56%,
+# the losses on every attack with an ASR near the lowest; four-attack means ACC 62.15, ASR 9.51%,
 # 3.18% non-target, against AT's 57.64 / 10.50% / 4.62%.
 # At run time the recipe sees only the clean subset: no trigger, no test data, nothing tuned per encoder.
 PAPER = Recipe(finetune="ft", student="warmup", losses=("at",))
