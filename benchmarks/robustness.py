@@ -29,9 +29,11 @@ sys.path.insert(0, str(ROOT))
 from tests.hostile.cases import (FAILURES, MARKER_NAME, Case, hypothesis_strategies,  # noqa: E402
                                  mutation_cases, run_case, structured_cases)
 
-KILL_COMMAND = ["distill", "--arch", "resnet10-cifar-w8", "--data", "builtin?train=320&test=20",
-                "--clean-fraction", "0.5", "--epochs", "3", "--batch-size", "16", "--finetune-option", "epochs=2",
-                "--finetune-option", "batch_size=16", "-o", "warmup_epochs=2", "--quiet", "--checkpoint-every", "3"]
+# Three phases (the teacher's fine-tuning, 40 steps; the student's warm-up, 2; the distillation, 80), long
+# enough that most kills land in training rather than in the interpreter's start-up or exit.
+KILL_COMMAND = ["distill", "--arch", "resnet10-cifar-w8", "--data", "builtin?train=640&test=20",
+                "--clean-fraction", "0.5", "--epochs", "4", "--batch-size", "16", "--finetune-option", "epochs=2",
+                "--finetune-option", "batch_size=16", "-o", "warmup_epochs=1", "--quiet", "--checkpoint-every", "5"]
 
 
 def fuzz(args: argparse.Namespace, scratch: Path) -> tuple[collections.Counter, list[str]]:
@@ -100,7 +102,7 @@ def kills(args: argparse.Namespace, scratch: Path) -> dict[str, object]:
         command = KILL_COMMAND[:1] + [str(teacher)] + KILL_COMMAND[1:] + ["--out", str(out)]
         process = subprocess.Popen([sys.executable, "-m", "encoder_clean", *command], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.5, 0.9 * full_seconds))
+        time.sleep(rng.uniform(0.15, 0.9) * full_seconds)
         os.kill(process.pid, signal.SIGKILL)
         finished_first = process.wait() == 0
         checkpoint = out.with_name(out.name + ".resume.pt")

@@ -64,9 +64,12 @@ def _raw(inputs: StudentInputs) -> Encoder:
 def _void(inputs: StudentInputs) -> Encoder:
     # Seeded so the same seed gives the same student; same input size and normalisation as the teacher.
     torch.manual_seed(inputs.seed)
-    model = create_encoder(inputs.arch, image_size=inputs.poisoned.image_size,
-                           mean=inputs.poisoned.mean.flatten().tolist(), std=inputs.poisoned.std.flatten().tolist())
-    return prepare_model(model, inputs.device)
+    if inputs.arch == inputs.poisoned.arch:
+        model = inputs.poisoned.reinitialised()
+    else:
+        model = create_encoder(inputs.arch, image_size=inputs.poisoned.image_size,
+                               mean=inputs.poisoned.mean.flatten().tolist(), std=inputs.poisoned.std.flatten().tolist())
+    return prepare_model(model.add_head(), inputs.device)
 
 
 def _warmup(inputs: StudentInputs) -> Encoder:

@@ -62,7 +62,7 @@ class LossTerms(nn.Module):
         self.terms = nn.ModuleDict()
         for spec in specs:
             for tap in spec.taps:
-                key = f"{spec.name}@{tap}"
+                key = f"{spec.name}@{tap}".replace(".", "_")  # module names take no dots (ViT taps: blocks.N)
                 if key in self.terms:
                     raise UserError(f"--loss {spec.name} is given twice for tap {tap}")
                 self.terms[key] = get_loss(spec.name).build(student_widths[tap], teacher_widths[tap])

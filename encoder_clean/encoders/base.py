@@ -82,6 +82,13 @@ class Encoder(nn.Module):
             self.head = ProjectionHead(self.feature_dim).to(self.mean.device)
         return self
 
+    def reinitialised(self) -> "Encoder":
+        """A randomly initialised encoder of the same architecture, input size and normalisation."""
+        from encoder_clean.encoders.registry import create_encoder  # the registry imports this module
+
+        return create_encoder(self.arch, image_size=self.image_size, mean=self.mean.flatten().tolist(),
+                              std=self.std.flatten().tolist())
+
     def zero_tap_channels(self, tap: str, channels: Sequence[int]) -> list[str]:
         """Make the given output channels of layer tap `tap` exactly zero for every input, by zeroing
         weights only (so the checkpoint format does not change). Returns the parameter names touched;

@@ -99,6 +99,9 @@ def download(source: str) -> Path:
             return _fetch(source, ref, ref.path_in_repo)
         except _Missing as missing:
             raise UserError(_missing_message(source, ref, ref.path_in_repo, missing.offline)) from None
+    folder = _model_folder(source, ref)
+    if folder is not None:
+        return folder
     offline = False
     for filename in CANDIDATE_FILENAMES:
         try:
@@ -106,6 +109,33 @@ def download(source: str) -> Path:
         except _Missing as missing:
             offline = offline or missing.offline
     raise UserError(_no_candidate_message(source, ref, offline))
+
+
+def _model_folder(source: str, ref: HubReference) -> Path | None:
+    """A timm or transformers repository (it has config.json): fetch its config, first weight file and
+    preprocessing config into the cache, and return the snapshot folder; None for other repositories."""
+    from encoder_clean.encoders.folders import CONFIG, OPTIONAL_FILES, WEIGHT_FILES
+
+    try:
+        config = _fetch(source, ref, CONFIG)
+    except _Missing:
+        return None
+    except UserError:  # e.g. the Hub is unreachable and no config is cached: the single-file candidates
+        return None    # may still be in the cache, and report the failure themselves if not
+    for filename in WEIGHT_FILES:
+        try:
+            _fetch(source, ref, filename)
+            break
+        except _Missing:
+            continue
+    else:
+        raise UserError(f"{source}: {ref.repo_id} has {CONFIG} but none of {', '.join(WEIGHT_FILES)}")
+    for filename in OPTIONAL_FILES:
+        try:
+            _fetch(source, ref, filename)
+        except _Missing:
+            pass
+    return config.parent
 
 
 def _fetch(source: str, ref: HubReference, filename: str) -> Path:

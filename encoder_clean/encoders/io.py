@@ -19,7 +19,9 @@ from safetensors.torch import save
 from encoder_clean import __version__
 from encoder_clean.encoders.base import Encoder, ProjectionHead
 from encoder_clean.encoders.legacy import infer_resnet_arch, split_state_dict, unwrap_checkpoint
+from encoder_clean.encoders.folders import load_model_folder
 from encoder_clean.encoders.registry import create_encoder
+from encoder_clean.encoders.wrapped import build_wrapped
 from encoder_clean.errors import UserError
 from encoder_clean.fileio import atomic_write, sha256_file, load_tensors_only
 
@@ -50,6 +52,10 @@ class LoadedEncoder:
 def load_encoder(source: str, arch: str | None = None, device: torch.device | str = "cpu") -> LoadedEncoder:
     """Load an encoder from a local file or an `hf://` reference (see module docstring)."""
     path = resolve_source(source)
+    if path.is_dir():  # a timm or transformers model folder (local, or a Hub snapshot)
+        encoder, sha = load_model_folder(path, source)
+        check_forward(encoder.add_head(), source)
+        return LoadedEncoder(encoder.to(device), source, path, sha, {"arch": encoder.arch}, False)
     if path.suffix == ".safetensors":
         tensors, metadata = _read_safetensors(path)
     elif path.suffix in PICKLE_SUFFIXES:
@@ -70,6 +76,10 @@ def resolve_source(source: str) -> Path:
     path = Path(source)
     if not path.exists():
         raise UserError(f"{source}: no such file")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{source}: a folder without config.json (not a timm or transformers model folder)")
+        return path
     if not path.is_file():
         raise UserError(f"{source}: not a file")
     return path
@@ -99,9 +109,12 @@ def build_from_state(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str,
     arch = arch or meta_arch or infer_resnet_arch(backbone)
     if not arch:
         raise UserError(f"{source}: cannot tell the architecture from the file; pass --arch NAME")
-    encoder = create_encoder(arch, image_size=_meta_int(metadata, "image_size", source),
-                             mean=_meta_floats(metadata, "mean", source),
-                             std=_meta_floats(metadata, "std", source), head=False)
+    if "/" in arch:  # a timm or transformers model, rebuilt from the config in the metadata
+        encoder = build_wrapped(arch, metadata.get("model_config"), source)
+    else:
+        encoder = create_encoder(arch, image_size=_meta_int(metadata, "image_size", source),
+                                 mean=_meta_floats(metadata, "mean", source),
+                                 std=_meta_floats(metadata, "std", source), head=False)
     _check_finite(backbone, source)
     _load_strict(encoder, backbone, arch, source)
     if head:
