@@ -5,5 +5,8 @@ from encoder_clean.encoders.registry import create_encoder, get_arch, list_archs
 
 # Importing the modules registers their architectures.
 from encoder_clean.encoders import resnet as _resnet  # noqa: F401,E402
+from encoder_clean.encoders.wrapped import register_small_vits  # noqa: E402
+
+register_small_vits()
 
 __all__ = ["Encoder", "ProjectionHead", "create_encoder", "get_arch", "list_archs", "register_arch"]

@@ -228,3 +228,22 @@ def build_wrapped(arch: str, model_config: str | None, source: str) -> WrappedEn
     if not isinstance(config, dict):
         raise UserError(f"{source}: metadata model_config is not a JSON object")
     return FAMILIES[family](config)
+
+
+# ------------------------------------------------------------------------------ small ViTs by name
+def _timm_vit(arch: str, image_size: int, mean: Sequence[float], std: Sequence[float], *, depth: int, width: int,
+              heads: int, patch: int) -> TimmEncoder:
+    """A small timm VisionTransformer (class token, pre-norm blocks) for CPU work on 32 px images."""
+    config = {"architecture": "vit_tiny_patch16_224",
+              "model_args": {"img_size": image_size, "patch_size": patch, "depth": depth, "embed_dim": width,
+                             "num_heads": heads},
+              "pretrained_cfg": {"input_size": [3, image_size, image_size], "mean": list(mean), "std": list(std),
+                                 "classifier": "head"}}
+    return TimmEncoder.from_config(config)
+
+
+def register_small_vits() -> None:
+    from encoder_clean.encoders.registry import register_arch
+
+    register_arch("vit-p4-d4-w64", _timm_vit, "ViT, patch 4 at 32 px, 4 blocks of width 64, 4 heads "
+                  "(timm; needs encoder-clean[timm])", depth=4, width=64, heads=4, patch=4)
