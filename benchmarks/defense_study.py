@@ -83,7 +83,8 @@ class DefenseRunner:
             source, teacher_seconds = teacher
             command = _with_flag(command, "--finetune", NO_FINETUNE)
             name = f"{slug(teacher_command(finetune))}_then_{slug(command)}"
-        out = self.args.out_dir / f"defense_{attack}_{self.args.downstream}_{name}.safetensors"
+        arch = "" if self.args.arch == "resnet18-cifar-w16" else f"_{self.args.arch}"  # the default keeps old keys
+        out = self.args.out_dir / f"defense_{attack}_{self.args.downstream}{arch}_{name}.safetensors"
         timing = out.with_suffix(".seconds")
         if self.args.cached_only and not timing.exists():
             return None
