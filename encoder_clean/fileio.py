@@ -34,7 +34,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, target)
     except BaseException as error:
         if os.path.exists(tmp):
@@ -56,7 +56,7 @@ def check_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) ->
                         f"{needed_bytes / 2**20:.1f} MiB")
 
 
-def _umask() -> int:
+def current_umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current

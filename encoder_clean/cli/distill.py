@@ -16,7 +16,11 @@ from encoder_clean.defenses import list_defenses
 from encoder_clean.distill.losses import list_losses
 from encoder_clean.distill.recipe import NO_FINETUNE, RECOMMENDED, clean_with_distillation
 from encoder_clean.distill.students import list_students
-from encoder_clean.encoders.io import load_encoder, produced_by, save_encoder
+from encoder_clean.encoders.export import FORMATS, check_folder_output, export_folder
+from encoder_clean.encoders.folders import weight_file
+from encoder_clean.encoders.io import checkpoint_metadata, load_encoder, produced_by, save_encoder
+from encoder_clean.errors import UserError
+from encoder_clean.fileio import sha256_file
 from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
 
 DEFAULT_LOSSES = " ".join(f"--loss {name}" for name in RECOMMENDED.losses)
@@ -25,7 +29,8 @@ DEFAULT_LOSSES = " ".join(f"--loss {name}" for name in RECOMMENDED.losses)
 @handle_errors
 def distill(
     teacher: Annotated[str, typer.Argument(metavar="TEACHER", help="Backdoored encoder: checkpoint file or hf://OWNER/REPO[/PATH][@REV].")],
-    out: Annotated[Path, typer.Option("--out", help="Output checkpoint of the student (.safetensors).")],
+    out: Annotated[Path, typer.Option("--out", help="Output: the student's checkpoint (.safetensors), or a new folder with --format timm|transformers.")],
+    out_format: Annotated[str, typer.Option("--format", help="safetensors (ours, default), or timm / transformers: a folder in that library's layout, for a student of that library.")] = "safetensors",
     student: Annotated[str, typer.Option("--student", help=f"Student: {', '.join(list_students())}.")] = RECOMMENDED.student,
     loss: Annotated[Optional[list[str]], typer.Option("--loss", metavar="NAME[=WEIGHT][@TAP,...]", help=f"Distillation loss, repeatable: {', '.join(list_losses())} (see `encoder-clean list losses`). Default: {DEFAULT_LOSSES}.")] = None,
     finetune: Annotated[str, typer.Option("--finetune", help=f"Run this purify method on the teacher first: {', '.join(list_defenses())} or {NO_FINETUNE}.")] = RECOMMENDED.finetune,
@@ -52,7 +57,12 @@ def distill(
     layer taps it names (default: all layer taps for map losses, the embedding for feature losses).
     """
     output = Output(json_path, quiet)
-    check_output(out)
+    if out_format not in FORMATS:
+        raise UserError(f"--format {out_format}: choose one of {', '.join(FORMATS)}")
+    if out_format == "safetensors":
+        check_output(out)
+    else:
+        check_folder_output(out)
     losses = list(loss) if loss else list(RECOMMENDED.losses)
     # The recommended distillation settings apply with the recommended recipe's parts; explicit flags win.
     base = list(RECOMMENDED.options) if loss is None else []
@@ -75,8 +85,13 @@ def distill(
         settings = {"command": "distill", "defense": "distill", **result.settings, "data": data,
                     "clean_fraction": clean_fraction, "clean_images": len(clean), "seed": seed,
                     **inherited_attack(loaded)}
-        sha = save_encoder(result.student, out, parent_sha256=loaded.sha256, settings=settings,
-                           produced_by=produced_by(command_line("distill", recipe)))
+        provenance = {"parent_sha256": loaded.sha256, "settings": settings,
+                      "produced_by": produced_by(command_line("distill", recipe))}
+        if out_format == "safetensors":
+            sha = save_encoder(result.student, out, **provenance)
+        else:
+            export_folder(result.student, out, out_format, checkpoint_metadata(result.student, **provenance))
+            sha = sha256_file(weight_file(out, str(out)))
     output.console.print(f"wrote [bold]{out}[/] (student {student}, losses {', '.join(result.settings['losses'])}, "
                          f"teacher defense {finetune}, {len(clean)} clean images, {output.seconds:.1f} s, "
                          f"sha256 {sha[:12]})", soft_wrap=True)

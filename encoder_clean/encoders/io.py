@@ -220,16 +220,22 @@ def save_encoder(encoder: Encoder, path: str | Path, *, produced_by: str,
     if path.suffix != ".safetensors":
         raise UserError(f"{path}: output checkpoints are .safetensors files")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in encoder.state_dict().items()}
-    metadata = {"format_version": FORMAT_VERSION, "produced_by": produced_by,
-                "parent_sha256": parent_sha256 or ""}
+    metadata = checkpoint_metadata(encoder, produced_by=produced_by, parent_sha256=parent_sha256, settings=settings)
+    payload = canonical_safetensors(tensors, metadata)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(payload))
+    return sha256_file(path)
+
+
+def checkpoint_metadata(encoder: Encoder, *, produced_by: str, parent_sha256: str | None = None,
+                        settings: Mapping[str, object] | None = None) -> dict[str, str]:
+    """The provenance and architecture strings every output carries (DESIGN "Checkpoint format")."""
+    metadata = {"format_version": FORMAT_VERSION, "produced_by": produced_by, "parent_sha256": parent_sha256 or ""}
     metadata.update({k: encode_value(v) for k, v in encoder.spec().items()})
     for key, value in (settings or {}).items():
         if key in metadata:
             raise ValueError(f"setting {key!r} would overwrite reserved metadata")
         metadata[key] = encode_value(value)
-    payload = canonical_safetensors(tensors, metadata)
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(payload))
-    return sha256_file(path)
+    return metadata
 
 
 def canonical_safetensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:

@@ -89,9 +89,18 @@ def test_features_equal_the_library_forward_through_the_hub(kind, hub, tmp_path)
     torch.testing.assert_close(load_encoder(str(folder)).encoder.eval().features(images), ours)
 
 
+def _library_reload(kind: str, folder: Path) -> torch.nn.Module:
+    """The exported folder, read by its own library alone."""
+    if kind.startswith("timm"):
+        config = json.loads((folder / "config.json").read_text())
+        return timm.create_model(config["architecture"], pretrained=True, **config["model_args"],
+                                 pretrained_cfg_overlay={"file": str(folder / "model.safetensors")}).eval()
+    return transformers.AutoModel.from_pretrained(str(folder)).eval()
+
+
 def test_commands_run_on_wrapped_models_and_outputs_reload(hub, tmp_path):  # noqa: F811
     data = "builtin?train=64&test=32"
-    for kind in ("timm-vit", "dinov2"):
+    for kind, library_format in (("timm-vit", "timm"), ("dinov2", "transformers")):
         folder = tmp_path / kind
         folder.mkdir()
         MODELS[kind](folder)
@@ -105,12 +114,19 @@ def test_commands_run_on_wrapped_models_and_outputs_reload(hub, tmp_path):  # no
             ["distill", source, "--data", data, "--clean-fraction", "0.5", "--epochs", "1", "--batch-size", "16",
              "--finetune-option", "epochs=1", "-o", "warmup_epochs=1", "--out", str(out)],
         ]
+        exported = tmp_path / f"{kind}-student-{library_format}"
+        commands.append([*commands[-1][:-2], "--out", str(exported), "--format", library_format])
         for command in commands:
             result = runner.invoke(app, [*command, "--quiet", "--json", "-"])
             assert result.exit_code in (0, 1), (command, result.output)
         student = load_encoder(str(out))
         assert student.encoder.arch == load_encoder(source).encoder.arch
         assert json.loads(student.metadata["model_config"])  # rebuilt without the original folder
+        # the same (deterministic) student written in the library's layout loads in the library alone
+        encoder = student.encoder.eval()
+        images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(_library_features(kind, _library_reload(kind, exported), encoder.normalize(images)),
+                                   encoder.features(images))
 
 
 def test_a_missing_extra_names_what_to_install(tmp_path, monkeypatch):
