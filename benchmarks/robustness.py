@@ -102,10 +102,15 @@ def kills(args: argparse.Namespace, scratch: Path) -> dict[str, object]:
         command = KILL_COMMAND[:1] + [str(teacher)] + KILL_COMMAND[1:] + ["--out", str(out)]
         process = subprocess.Popen([sys.executable, "-m", "encoder_clean", *command], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.15, 0.9) * full_seconds)
+        checkpoint = out.with_name(out.name + ".resume.pt")
+        if index % 2:  # odd kills: at a random moment after the first checkpoint exists (mid-training)
+            while not checkpoint.exists() and process.poll() is None:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.5) * full_seconds)
+        else:  # even kills: at a random moment of the whole run, start-up included
+            time.sleep(rng.uniform(0.15, 0.9) * full_seconds)
         os.kill(process.pid, signal.SIGKILL)
         finished_first = process.wait() == 0
-        checkpoint = out.with_name(out.name + ".resume.pt")
         had_checkpoint = checkpoint.exists()
         if finished_first:
             stage = "finished before the kill"

@@ -45,6 +45,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return target
 
 
+def check_writable_parent(path: Path, flag: str) -> None:
+    """The folder an output goes into exists and is writable (checked before any long work)."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise UserError(f"{flag} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{flag} {path}: folder {folder} is not writable")
+
+
 def check_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -> None:
     """Fail before long work when `folder`'s file system cannot take `needed_bytes` more."""
     try:

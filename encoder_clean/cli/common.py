@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import shlex
 import sys
 import time
@@ -21,7 +20,7 @@ from encoder_clean.data.dataset import Split
 from encoder_clean.data.specs import load_data
 from encoder_clean.encoders.io import LoadedEncoder
 from encoder_clean.errors import EncoderCleanError, UserError
-from encoder_clean.fileio import check_free_space, write_json_atomic
+from encoder_clean.fileio import check_free_space, check_writable_parent, write_json_atomic
 from encoder_clean.runtime import NULL_PROGRESS, Progress
 from encoder_clean.training.checkpoints import Interval, Journal
 
@@ -129,11 +128,7 @@ def check_output(path: Path, suffix: str = ".safetensors", flag: str = "--out") 
         raise UserError(f"{flag} {path}: must end in {suffix}")
     if path.is_dir():
         raise UserError(f"{flag} {path}: is a folder")
-    folder = path.parent
-    if not folder.is_dir():
-        raise UserError(f"{flag} {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"{flag} {path}: folder {folder} is not writable")
+    check_writable_parent(path, flag)
     return path
 
 

@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.encoders.wrapped import TimmEncoder, TransformersEncoder
 from encoder_clean.errors import UserError
-from encoder_clean.fileio import current_umask
+from encoder_clean.fileio import check_writable_parent, current_umask
 
 FORMATS = ("safetensors", "timm", "transformers")
 
@@ -28,11 +28,7 @@ def check_folder_output(path: Path, flag: str = "--out") -> Path:
     """An output folder for --format timm|transformers: absent or empty, in a writable folder."""
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UserError(f"{flag} {path}: exists and is not an empty folder; name a new folder")
-    parent = path.parent
-    if not parent.is_dir():
-        raise UserError(f"{flag} {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"{flag} {path}: folder {parent} is not writable")
+    check_writable_parent(path, flag)
     return path
 
 
