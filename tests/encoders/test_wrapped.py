@@ -149,3 +149,19 @@ def test_a_folder_without_a_known_config_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"hello": 1}))
     with pytest.raises(UserError, match="neither a timm"):
         load_encoder(str(tmp_path))
+
+
+def test_scan_inverts_at_the_encoder_resolution(tmp_path):
+    """A timm ResNet takes 176 px (its pretrained_cfg): the built-in 32 px shadow images are resized and the
+    trigger inverted there."""
+    folder = tmp_path / "timm-resnet"
+    folder.mkdir()
+    MODELS["timm-resnet"](folder)
+    png = tmp_path / "trigger.png"
+    result = runner.invoke(app, ["scan", str(folder), "--shadow-images", "8", "--option", "steps=2", "--option",
+                                 "restarts=1", "--trigger-out", str(png), "--quiet", "--json", "-"])
+    assert result.exit_code in (0, 1), result.output
+    from PIL import Image
+    with Image.open(png) as image:
+        # stamp | mask | pattern, side by side, at the encoder's input size
+        assert image.size == (3 * 176, 176) == (3 * load_encoder(str(folder)).encoder.image_size, 176)
