@@ -59,7 +59,7 @@ def clean_with_distillation(poisoned: Encoder, clean_images: torch.Tensor, clean
     """
     config = apply_options(DistillConfig(), options, "distill")
     config.check()
-    specs = [parse_loss_spec(text, poisoned.tap_names) for text in losses]
+    specs = [parse_loss_spec(text, poisoned.tap_names, poisoned.attention_taps) for text in losses]
     builder = get_student(student)
     teacher = copy.deepcopy(poisoned)
     settings: dict[str, object] = {"finetune": finetune}

@@ -42,6 +42,8 @@ class Encoder(nn.Module):
 
     #: names accepted by `features_with_taps`, shallow to deep
     tap_names: tuple[str, ...] = ()
+    #: transformers only: `attn.N`, block N's self-attention probabilities (N, heads, tokens, tokens)
+    attention_taps: tuple[str, ...] = ()
 
     def __init__(self, arch: str, feature_dim: int, image_size: int,
                  mean: Sequence[float], std: Sequence[float]):
@@ -97,10 +99,11 @@ class Encoder(nn.Module):
 
     # -- helpers ------------------------------------------------------------------------------
     def check_taps(self, taps: Sequence[str]) -> None:
-        unknown = [t for t in taps if t not in self.tap_names]
+        known = (*self.tap_names, *self.attention_taps)
+        unknown = [t for t in taps if t not in known]
         if unknown:
             raise UserError(f"unknown layer tap(s) {', '.join(unknown)} for {self.arch}; "
-                            f"available: {', '.join(self.tap_names)}")
+                            f"available: {', '.join(known)}")
 
     def spec(self) -> dict[str, object]:
         """What the checkpoint metadata records about the architecture."""

@@ -60,16 +60,20 @@ class WrappedEncoder(Encoder):
         """A hooked module's output as a feature map (ViT tokens become a patch grid)."""
         return output[0] if isinstance(output, tuple) else output
 
-    def run_model(self, images: torch.Tensor) -> torch.Tensor:
+    def run_model(self, images: torch.Tensor, attention: Sequence[str], captured: dict[str, torch.Tensor]
+                  ) -> torch.Tensor:
+        """The embedding; also puts the attention probabilities of the `attention` taps into `captured`."""
         raise NotImplementedError
 
     def features_with_taps(self, images, taps=()):
         self.check_taps(list(taps))
         captured: dict[str, torch.Tensor] = {}
         modules = dict(self.model.named_modules())
-        handles = [modules[self.tap_module(name)].register_forward_hook(self._catch(name, captured)) for name in taps]
+        handles = [modules[self.tap_module(name)].register_forward_hook(self._catch(name, captured))
+                   for name in taps if name in self.tap_names]
+        attention = [name for name in taps if name in self.attention_taps]
         try:
-            features = self.run_model(self.normalize(images))
+            features = self.run_model(self.normalize(images), attention, captured)
         finally:
             for handle in handles:
                 handle.remove()
@@ -112,8 +116,32 @@ class TimmEncoder(WrappedEncoder):
         return cls(f"timm/{name}", model, config, int(model.num_features), size,
                    pretrained.get("mean", IMAGENET_MEAN), pretrained.get("std", IMAGENET_STD), taps)
 
-    def run_model(self, images):
-        return self.model(images)
+    @property
+    def attention_taps(self) -> tuple[str, ...]:
+        blocks = getattr(self.model, "blocks", None)
+        if blocks is None or not all(hasattr(getattr(b, "attn", None), "qkv") for b in blocks):
+            return ()
+        return tuple(f"attn.{i}" for i in range(len(blocks)))
+
+    def run_model(self, images, attention=(), captured=None):
+        handles = [self.model.blocks[int(name.split(".")[1])].attn.register_forward_pre_hook(
+            self._attention_probabilities(name, captured)) for name in attention]
+        try:
+            return self.model(images)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @staticmethod
+    def _attention_probabilities(name: str, captured: dict[str, torch.Tensor]) -> Callable[..., None]:
+        """Recompute timm's fused attention's probabilities from the block's normalised input."""
+        def hook(attn, inputs) -> None:
+            x = inputs[0]
+            batch, tokens, _ = x.shape
+            qkv = attn.qkv(x).reshape(batch, tokens, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+            q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
+            captured[name] = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+        return hook
 
     def tap_output(self, name, output):
         output = super().tap_output(name, output)
@@ -169,8 +197,18 @@ class TransformersEncoder(WrappedEncoder):
         encoder.prefix_tokens = 1
         return encoder
 
-    def run_model(self, images):
-        out = self.model(pixel_values=images)
+    @property
+    def attention_taps(self) -> tuple[str, ...]:
+        return tuple(f"attn.{name.split('.')[1]}" for name in self.tap_names)
+
+    def run_model(self, images, attention=(), captured=None):
+        if attention:
+            # Fused attention kernels do not return probabilities; the eager one computes the same output.
+            self.model.set_attn_implementation("eager")
+            out = self.model(pixel_values=images, output_attentions=True)
+            captured.update({name: out.attentions[int(name.split(".")[1])] for name in attention})
+        else:
+            out = self.model(pixel_values=images)
         return out.last_hidden_state[:, 0] if self.pooling == "cls" else out.pooler_output
 
     def tap_module(self, tap):

@@ -12,14 +12,15 @@ import torch.nn.functional as F
 
 from encoder_clean.distill.losses import (FEATURES, LossSpec, get_loss, list_losses, parse_loss_spec,
                                           register_loss)
-from encoder_clean.distill.losses.registry import STAGES
+from encoder_clean.distill.losses.registry import ATTENTION, STAGES
 from encoder_clean.encoders import create_encoder
 from encoder_clean.errors import UserError
 
 LAYER_TAPS = ("layer1", "layer2", "layer3", "layer4")
 STUDENT_ARCH = "resnet10-cifar-w8"  # channels 8..64, features 64
 TEACHER_ARCH = "resnet18-cifar-w16"  # channels 16..128, features 128
-LOSSES = sorted(list_losses())
+TOKEN_LOSSES = ("attn-prob",)  # on transformers' attention taps only: tests/distill/test_attention_probs.py
+LOSSES = sorted(set(list_losses()) - set(TOKEN_LOSSES))
 MAPS_ONLY = ("at", "nad", "afd")  # no meaning on the pooled embedding: they raise on `features`
 
 
@@ -79,7 +80,7 @@ def test_the_losses_are_registered_with_sane_metadata():
     for name, kind in list_losses().items():
         assert kind.group in {"attention", "feature", "relation", "layer"}, name
         assert 0 < kind.default_weight < math.inf, name
-        assert kind.default_taps == STAGES or set(kind.default_taps) <= {*LAYER_TAPS, FEATURES}, name
+        assert kind.default_taps in (STAGES, ATTENTION) or set(kind.default_taps) <= {*LAYER_TAPS, FEATURES}, name
     with pytest.raises(ValueError, match="twice"):
         register_loss(get_loss("at"))
 

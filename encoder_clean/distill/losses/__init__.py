@@ -2,9 +2,9 @@
 
 from encoder_clean.distill.losses.registry import (FEATURES, LossKind, LossSpec, get_loss, list_losses,
                                                    parse_loss_spec, register_loss)
-from encoder_clean.distill.losses import afd, attention, cc, fitnet, kd, pkt, rkd, similarity, sp
+from encoder_clean.distill.losses import afd, attention, attention_probs, cc, fitnet, kd, pkt, rkd, similarity, sp
 
 # Importing these registers their losses; naming them here keeps the imports visibly used.
-LOSS_MODULES = (afd, attention, cc, fitnet, kd, pkt, rkd, similarity, sp)
+LOSS_MODULES = (afd, attention, attention_probs, cc, fitnet, kd, pkt, rkd, similarity, sp)
 
 __all__ = ["FEATURES", "LossKind", "LossSpec", "get_loss", "list_losses", "parse_loss_spec", "register_loss"]

@@ -21,6 +21,7 @@ from encoder_clean.registry import Registry
 
 FEATURES = "features"  # the tap name of the pooled embedding
 STAGES = "stages"  # default-taps marker: every layer tap the encoder has
+ATTENTION = "attention"  # default-taps marker: every attention tap (attn.N) of a transformer
 
 Builder = Callable[[int, int], nn.Module]
 
@@ -62,7 +63,7 @@ class LossSpec:
         return f"{self.name}={self.weight:g}@{','.join(self.taps)}"
 
 
-def parse_loss_spec(text: str, layer_taps: Sequence[str]) -> LossSpec:
+def parse_loss_spec(text: str, layer_taps: Sequence[str], attention_taps: Sequence[str] = ()) -> LossSpec:
     """`at`, `at=500`, `at@layer3,layer4`, `sp=2@features` -> LossSpec, with the kind's defaults filled in."""
     body, _, taps_text = text.strip().partition("@")
     name, sep, weight_text = body.partition("=")
@@ -79,9 +80,11 @@ def parse_loss_spec(text: str, layer_taps: Sequence[str]) -> LossSpec:
         taps = tuple(t.strip() for t in taps_text.split(",") if t.strip())
     elif kind.default_taps == STAGES:
         taps = tuple(layer_taps)
+    elif kind.default_taps == ATTENTION:
+        taps = tuple(attention_taps)
     else:
         taps = tuple(kind.default_taps)
-    known = (*layer_taps, FEATURES)
+    known = (*layer_taps, *attention_taps, FEATURES)
     unknown = [t for t in taps if t not in known]
     if unknown or not taps:
         raise UserError(f"--loss {text!r}: unknown tap(s) {', '.join(unknown) or '(none)'}; "
