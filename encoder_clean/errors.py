@@ -20,3 +20,10 @@ class RunFailed(EncoderCleanError):
     """A run that started correctly failed (e.g. a non-finite loss)."""
 
     exit_code = 3
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first non-blank line of an exception's message (at most `limit` characters), or its type's name:
+    the one line a UserError quotes from a library's error."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:limit] if lines else type(error).__name__

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from encoder_clean.errors import UserError
+from encoder_clean.errors import UserError, first_line
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -105,5 +105,5 @@ def load_tensors_only(path: str | os.PathLike, what: str) -> Any:
         elif isinstance(error, EOFError):
             reason = "empty or truncated"
         else:
-            reason = (text.strip().splitlines() or [type(error).__name__])[0][:160]
+            reason = first_line(error, 160)
         raise UserError(f"{path}: refused to load as {what} ({reason})") from None

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from encoder_clean.errors import UserError
+from encoder_clean.errors import UserError, first_line
 
 Tensor = torch.Tensor
 PAPER_PATCH = 10  # the 10x10 white square at 32 px (REFERENCE.md)
@@ -205,8 +205,7 @@ def _load_png(path: Path) -> tuple[Tensor, Tensor]:
     except UserError:
         raise
     except Exception as error:  # decoders raise many types (OSError, SyntaxError, DecompressionBombError, ...)
-        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-        raise UserError(f"trigger {path}: not a readable PNG ({reason})") from None
+        raise UserError(f"trigger {path}: not a readable PNG ({first_line(error, 200)})") from None
     if not has_alpha:
         raise UserError(f"trigger {path}: the PNG has no alpha channel (alpha is the trigger's mask)")
     tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255
@@ -222,7 +221,7 @@ def _load_npz(path: Path) -> tuple[Tensor, Tensor]:
     except UserError:
         raise
     except Exception as error:  # zip/npy parsing raises many types on corrupt files
-        raise UserError(f"trigger {path}: not a readable npz ({str(error).splitlines()[0][:200]})") from None
+        raise UserError(f"trigger {path}: not a readable npz ({first_line(error, 200)})") from None
     t, tm = (a[0] if a.ndim == 4 else a for a in (t, tm))  # the release stores a list of triggers
     if t.ndim != 3 or t.shape != tm.shape or t.shape[-1] != 3:
         raise UserError(f"trigger {path}: 't' and 'tm' must both be (H, W, 3), got {t.shape} and {tm.shape}")

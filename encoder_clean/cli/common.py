@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgres
 from encoder_clean.data.dataset import Split
 from encoder_clean.data.specs import load_data
 from encoder_clean.encoders.io import LoadedEncoder
-from encoder_clean.errors import EncoderCleanError, UserError
+from encoder_clean.errors import EncoderCleanError, UserError, first_line
 from encoder_clean.fileio import check_free_space, check_writable_parent, write_json_atomic
 from encoder_clean.runtime import NULL_PROGRESS, Progress
 from encoder_clean.training.checkpoints import Interval, Journal
@@ -64,7 +64,7 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except EncoderCleanError as error:
-            raise fail(str(error).splitlines()[0] if str(error) else type(error).__name__,
+            raise fail(first_line(error, limit=10_000),
                        error.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None

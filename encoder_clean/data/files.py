@@ -29,7 +29,7 @@ from PIL import Image
 
 from encoder_clean.data.dataset import Dataset, Split
 from encoder_clean.data.specs import register_format, reject_unknown, take_int
-from encoder_clean.errors import UserError
+from encoder_clean.errors import UserError, first_line
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp"})
 DEFAULT_SIZE = 32
@@ -74,7 +74,7 @@ def read_image(path: Path, size: int, crop: bool) -> np.ndarray:
             img = img.resize((size, size), Image.Resampling.BILINEAR, box=box)
             array = np.asarray(img, dtype=np.uint8)
     except Exception as exc:  # decoders raise many types (OSError, SyntaxError, ValueError, ...)
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc, limit=10_000)
         raise UserError(f"cannot read image {path}: {reason}") from None
     return array
 
@@ -212,8 +212,7 @@ def _read_arrays(path: Path, keys: Sequence[str]) -> list[np.ndarray]:
     except UserError:
         raise
     except _NPZ_ERRORS as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"npz: cannot read {path}: {reason}") from None
+        raise UserError(f"npz: cannot read {path}: {first_line(exc, 200)}") from None
 
 
 def images_from_nhwc(x: np.ndarray, where: str) -> torch.Tensor:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from encoder_clean.encoders.wrapped import TimmEncoder, TransformersEncoder, WrappedEncoder, require
-from encoder_clean.errors import UserError
+from encoder_clean.errors import UserError, first_line
 from encoder_clean.fileio import load_tensors_only
 
 CONFIG = "config.json"
@@ -32,7 +32,7 @@ def read_json(path: Path, source: str) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError) as error:
-        raise UserError(f"{source}: {path.name} is not readable JSON ({str(error).splitlines()[0][:120]})") from None
+        raise UserError(f"{source}: {path.name} is not readable JSON ({first_line(error, 120)})") from None
     if not isinstance(value, dict):
         raise UserError(f"{source}: {path.name} is not a JSON object")
     return value
@@ -61,7 +61,7 @@ def _load_timm(folder: Path, config: dict[str, Any], source: str) -> WrappedEnco
         try:
             state = load_file(str(path))
         except Exception as error:  # noqa: BLE001 - any parse failure is a bad file
-            raise UserError(f"{source}: {path.name} is not readable ({str(error).splitlines()[0][:120]})") from None
+            raise UserError(f"{source}: {path.name} is not readable ({first_line(error, 120)})") from None
     else:
         state = load_tensors_only(path, "timm weights")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -86,7 +86,7 @@ def _load_transformers(folder: Path, config: dict[str, Any], source: str) -> Wra
     try:
         model = model_class.from_pretrained(str(folder), local_files_only=True)
     except Exception as error:  # noqa: BLE001 - the library raises many types for bad folders
-        raise UserError(f"{source}: transformers could not load the model ({str(error).splitlines()[0][:160]})") from None
+        raise UserError(f"{source}: transformers could not load the model ({first_line(error, 160)})") from None
     return TransformersEncoder.from_config(config, _preprocessor(folder, source), model.eval())
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from encoder_clean import __version__
-from encoder_clean.errors import UserError
+from encoder_clean.errors import UserError, first_line
 
 SCHEME = "hf://"
 DEFAULT_REVISION = "main"
@@ -174,7 +174,7 @@ def _raise_mapped(source: str, ref: HubReference, error: Exception) -> NoReturn:
         message = _http_message(error)
     elif isinstance(error, (OSError, ValueError)) or isinstance(error, _network_errors()):
         # OSError: disk full, size mismatch, missing metadata headers; ValueError: invalid names.
-        message = f"download failed ({_first_line(error)})"
+        message = f"download failed ({first_line(error)})"
     else:
         raise error
     raise UserError(f"{source}: {message}") from None
@@ -199,7 +199,7 @@ def _unreachable_message(error: BaseException) -> str:
     cause = error.__cause__
     if isinstance(cause, HfHubHTTPError):
         return f"not in the local cache, and the Hub answered: {_http_message(cause)}"
-    reason = _first_line(cause) if cause is not None else "network unavailable"
+    reason = first_line(cause) if cause is not None else "network unavailable"
     return f"not in the local cache, and the Hub at {_endpoint()} could not be reached ({reason})"
 
 
@@ -210,7 +210,7 @@ def _http_message(error: BaseException) -> str:
         return "HTTP 401 unauthorised: the Hub refused the token; check HF_TOKEN or run `hf auth login`"
     if status == 403:
         return "HTTP 403 forbidden: the token lacks access to this repository"
-    return f"Hub request failed ({f'HTTP {status}' if status else _first_line(error)})"
+    return f"Hub request failed ({f'HTTP {status}' if status else first_line(error)})"
 
 
 def _missing_message(source: str, ref: HubReference, filename: str, offline: bool) -> str:
@@ -243,7 +243,3 @@ def _endpoint() -> str:
 
     return str(getattr(constants, "ENDPOINT", "the Hub"))
 
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(error).__name__

@@ -22,7 +22,7 @@ from encoder_clean.encoders.legacy import infer_resnet_arch, split_state_dict, u
 from encoder_clean.encoders.folders import load_model_folder
 from encoder_clean.encoders.registry import create_encoder
 from encoder_clean.encoders.wrapped import build_wrapped
-from encoder_clean.errors import UserError
+from encoder_clean.errors import UserError, first_line
 from encoder_clean.fileio import atomic_write, sha256_file, load_tensors_only
 
 FORMAT_VERSION = "1"
@@ -91,7 +91,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             metadata = dict(handle.metadata() or {})
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise UserError(f"{path}: not a readable safetensors file ({_first_line(error)})") from None
+        raise UserError(f"{path}: not a readable safetensors file ({first_line(error)})") from None
     return tensors, metadata
 
 
@@ -201,11 +201,6 @@ def _meta_floats(metadata: Mapping[str, str], key: str, source: str) -> tuple[fl
     if len(values) != 3 or not all(math.isfinite(v) for v in values) or (key == "std" and min(values) <= 0):
         raise UserError(f"{source}: metadata {key}={metadata[key]!r} must be three (positive) numbers")
     return values
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:300] if text else type(error).__name__
 
 
 # ------------------------------------------------------------------------------------ saving

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from encoder_clean.encoders.base import Encoder
-from encoder_clean.errors import UserError
+from encoder_clean.errors import UserError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -108,7 +108,7 @@ class TimmEncoder(WrappedEncoder):
         try:
             model = timm.create_model(name, pretrained=False, num_classes=0, **args)
         except Exception as error:  # timm raises RuntimeError for unknown names, TypeError for bad args
-            raise UserError(f"timm cannot build {name!r} ({str(error).splitlines()[0][:160]})") from None
+            raise UserError(f"timm cannot build {name!r} ({first_line(error, 160)})") from None
         pretrained = dict(config.get("pretrained_cfg") or {})
         size = _square(pretrained.get("input_size", [3, 224, 224])[-2:], f"timm {name}")
         taps = [info["module"] for info in getattr(model, "feature_info", []) if info.get("module")]
@@ -184,7 +184,7 @@ class TransformersEncoder(WrappedEncoder):
         try:
             hf_config = config_class(**{k: v for k, v in vision.items() if k not in ("architectures", "transformers_version")})
         except Exception as error:  # noqa: BLE001 - a config the library refuses
-            raise UserError(f"transformers cannot read this {model_type} config ({str(error)[:160]})") from None
+            raise UserError(f"transformers cannot read this {model_type} config ({first_line(error, 160)})") from None
         if model is None:
             model = getattr(transformers, class_name)(hf_config)
         preprocessor = dict(preprocessor or {})

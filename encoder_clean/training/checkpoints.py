@@ -24,7 +24,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
-from encoder_clean.errors import UserError
+from encoder_clean.errors import UserError, first_line
 from encoder_clean.fileio import atomic_write, load_tensors_only
 
 FORMAT = "encoder-clean-resume/1"
@@ -121,7 +121,7 @@ def restore_all(state: Mapping[str, Any], saved: Mapping[str, Any], where: str) 
                 restore(value, objects[name])
         restore_global_rng(saved["rng"])
     except (RuntimeError, ValueError, KeyError, TypeError) as error:
-        raise UserError(f"{where}: the checkpoint does not match this run ({str(error).splitlines()[0]})") from None
+        raise UserError(f"{where}: the checkpoint does not match this run ({first_line(error)})") from None
 
 
 # ------------------------------------------------------------------------------ the journal of one run
