@@ -19,7 +19,7 @@ import torch
 
 from encoder_clean.encoders.wrapped import TimmEncoder, TransformersEncoder, WrappedEncoder, require
 from encoder_clean.errors import UserError, first_line
-from encoder_clean.fileio import load_tensors_only
+from encoder_clean.fileio import load_tensors_only, sha256_file
 
 CONFIG = "config.json"
 PREPROCESSOR = "preprocessor_config.json"
@@ -108,7 +108,6 @@ def load_model_folder(folder: Path, source: str) -> tuple[WrappedEncoder, str]:
     except UserError as error:
         raise UserError(f"{source}: {error}") from None
     encoder = LOADERS[layout](folder, config, source)
-    digest = hashlib.sha256()
-    for path in (folder / CONFIG, weight_file(folder, source)):
-        digest.update(path.read_bytes())
-    return encoder, digest.hexdigest()
+    # The folder's identity for provenance: the hash of its config's and its weights' hashes.
+    files = (folder / CONFIG, weight_file(folder, source))
+    return encoder, hashlib.sha256("".join(sha256_file(path) for path in files).encode()).hexdigest()

@@ -12,6 +12,7 @@ extras: a missing one is a one-line UserError naming the extra to install.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 from typing import Any, Callable, Mapping, Sequence
@@ -68,8 +69,7 @@ class WrappedEncoder(Encoder):
     def features_with_taps(self, images, taps=()):
         self.check_taps(list(taps))
         captured: dict[str, torch.Tensor] = {}
-        modules = dict(self.model.named_modules())
-        handles = [modules[self.tap_module(name)].register_forward_hook(self._catch(name, captured))
+        handles = [self.model.get_submodule(self.tap_module(name)).register_forward_hook(self._catch(name, captured))
                    for name in taps if name in self.tap_names]
         attention = [name for name in taps if name in self.attention_taps]
         try:
@@ -214,7 +214,7 @@ class TransformersEncoder(WrappedEncoder):
     def tap_module(self, tap):
         return f"{self.layers_path}.{int(tap.split('.')[1])}"
 
-    @property
+    @functools.cached_property
     def layers_path(self) -> str:
         """Where the transformer blocks sit (`encoder.layer`, `layers`, `vision_model.encoder.layers`, ...:
         the library moves them between versions): the ModuleList of one module per hidden layer."""
