@@ -20,11 +20,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     The temporary file lives in the same folder so the final rename is atomic on POSIX file systems.
     """
     target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise UserError(f"output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"output folder {folder} is not writable")
+    folder = target.parent
+    check_writable_parent(target, "output")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as error:
