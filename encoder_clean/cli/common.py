@@ -39,6 +39,7 @@ CleanFractionOption = Annotated[float, typer.Option(
 ResumeOption = Annotated[bool, typer.Option(
     "--resume", help="Continue an interrupted run from the checkpoint it left beside --out (OUT.resume.pt); "
     "the same inputs and settings give the same output as an uninterrupted run. Without a checkpoint, start afresh.")]
+DEFAULT_CHECKPOINT_EVERY = "5m"
 CheckpointEveryOption = Annotated[str, typer.Option(
     "--checkpoint-every", metavar="STEPS|TIME", help="How often a long run saves its resume checkpoint: steps "
     "(500), a time (90s, 5m, 1h) or off (only between phases). The checkpoint is deleted once --out is written.")]

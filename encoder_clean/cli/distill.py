@@ -7,10 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from encoder_clean.cli.common import (check_room, ArchOption, CheckpointEveryOption, CleanFractionOption, DataOption,
-                                      DeviceOption, JsonOption, Output, QuietOption, ResumeOption, SeedOption,
-                                      check_output, command_line, defender_data, flag_assignments, handle_errors,
-                                      inherited_attack, resumable, run_identity)
+from encoder_clean.cli.common import (DEFAULT_CHECKPOINT_EVERY, ArchOption, CheckpointEveryOption,
+                                      CleanFractionOption, DataOption, DeviceOption, JsonOption, Output,
+                                      QuietOption, ResumeOption, SeedOption, check_output, check_room, command_line,
+                                      defender_data, flag_assignments, handle_errors, inherited_attack, resumable,
+                                      run_identity)
 from encoder_clean.cli.purify import EpochsOption, LrOption
 from encoder_clean.defenses import list_defenses
 from encoder_clean.distill.losses import list_losses
@@ -44,7 +45,7 @@ def distill(
     finetune_option: Annotated[Optional[list[str]], typer.Option("--finetune-option", metavar="KEY=VALUE", help="A setting of the --finetune method, repeatable.")] = None,
     arch: ArchOption = None,
     resume: ResumeOption = False,
-    checkpoint_every: CheckpointEveryOption = "5m",
+    checkpoint_every: CheckpointEveryOption = DEFAULT_CHECKPOINT_EVERY,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_path: JsonOption = None,

@@ -9,9 +9,10 @@ import typer
 
 from encoder_clean.attacks import AttackInputs, get_attack, list_attacks
 from encoder_clean.attacks.registry import image_hashes
-from encoder_clean.cli.common import (check_room, ArchOption, CheckpointEveryOption, DataOption, DeviceOption, JsonOption,
-                                      Output, QuietOption, ResumeOption, SeedOption, check_output, command_line,
-                                      flag_assignments, handle_errors, resumable, run_identity)
+from encoder_clean.cli.common import (DEFAULT_CHECKPOINT_EVERY, ArchOption, CheckpointEveryOption, DataOption,
+                                      DeviceOption, JsonOption, Output, QuietOption, ResumeOption, SeedOption,
+                                      check_output, check_room, command_line, flag_assignments, handle_errors,
+                                      resumable, run_identity)
 from encoder_clean.data.specs import load_data
 from encoder_clean.encoders.io import load_encoder, produced_by, save_encoder
 from encoder_clean.errors import UserError
@@ -38,7 +39,7 @@ def poison(
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Any other attack setting, repeatable (see `encoder-clean list attacks`).")] = None,
     arch: ArchOption = None,
     resume: ResumeOption = False,
-    checkpoint_every: CheckpointEveryOption = "5m",
+    checkpoint_every: CheckpointEveryOption = DEFAULT_CHECKPOINT_EVERY,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_path: JsonOption = None,

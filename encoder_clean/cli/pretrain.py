@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from encoder_clean.cli.common import (check_room, CheckpointEveryOption, DataOption, DeviceOption, JsonOption, Output,
-                                      QuietOption, ResumeOption, SeedOption, check_output, command_line,
-                                      handle_errors, resumable, run_identity)
+from encoder_clean.cli.common import (DEFAULT_CHECKPOINT_EVERY, CheckpointEveryOption, DataOption, DeviceOption,
+                                      JsonOption, Output, QuietOption, ResumeOption, SeedOption, check_output,
+                                      check_room, command_line, handle_errors, resumable, run_identity)
 from encoder_clean.data.augment import augmentation
 from encoder_clean.data.specs import load_data
 from encoder_clean.encoders import create_encoder
@@ -32,7 +32,7 @@ def pretrain(
     lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate (warm-up, then cosine decay).")] = DEFAULTS.lr,
     augment: Annotated[str, typer.Option("--augment", help="Augmentation preset: strong (default; best on built-in data) or simclr (the SimCLR CIFAR recipe).")] = "strong",
     resume: ResumeOption = False,
-    checkpoint_every: CheckpointEveryOption = "5m",
+    checkpoint_every: CheckpointEveryOption = DEFAULT_CHECKPOINT_EVERY,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_path: JsonOption = None,

@@ -7,10 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from encoder_clean.cli.common import (check_room, ArchOption, CheckpointEveryOption, CleanFractionOption, DataOption,
-                                      DeviceOption, JsonOption, Output, QuietOption, ResumeOption, SeedOption,
-                                      check_output, command_line, defender_data, flag_assignments, handle_errors,
-                                      inherited_attack, resumable, run_identity)
+from encoder_clean.cli.common import (DEFAULT_CHECKPOINT_EVERY, ArchOption, CheckpointEveryOption,
+                                      CleanFractionOption, DataOption, DeviceOption, JsonOption, Output,
+                                      QuietOption, ResumeOption, SeedOption, check_output, check_room, command_line,
+                                      defender_data, flag_assignments, handle_errors, inherited_attack, resumable,
+                                      run_identity)
 from encoder_clean.defenses import DefenseInputs, list_defenses
 from encoder_clean.defenses.registry import run_defense
 from encoder_clean.encoders.io import load_encoder, produced_by, save_encoder
@@ -34,7 +35,7 @@ def purify(
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Any other setting of the method, repeatable (see `encoder-clean list defenses`).")] = None,
     arch: ArchOption = None,
     resume: ResumeOption = False,
-    checkpoint_every: CheckpointEveryOption = "5m",
+    checkpoint_every: CheckpointEveryOption = DEFAULT_CHECKPOINT_EVERY,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_path: JsonOption = None,
