@@ -54,7 +54,8 @@ def load_encoder(source: str, arch: str | None = None, device: torch.device | st
     path = resolve_source(source)
     if path.is_dir():  # a timm or transformers model folder (local, or a Hub snapshot)
         encoder, sha = load_model_folder(path, source)
-        check_forward(encoder.add_head(), source)
+        encoder.add_head()  # a fresh SimCLR head, as for our files saved without one
+        check_forward(encoder, source)
         return LoadedEncoder(encoder.to(device), source, path, sha, {"arch": encoder.arch}, False)
     if path.suffix == ".safetensors":
         tensors, metadata = _read_safetensors(path)
