@@ -71,6 +71,9 @@ def distill(
     torch_device = resolve_device(device)
     seed_everything(seed)
     loaded = load_encoder(teacher, arch=arch, device="cpu")
+    if out_format != "safetensors" and student_arch is None and not loaded.encoder.arch.startswith(f"{out_format}/"):
+        # the student has the teacher's architecture: refuse before training, not at the export
+        raise UserError(f"--format {out_format} needs a {out_format} encoder, not {loaded.encoder.arch}")
     recipe = {"student": student, "loss": " ".join(losses), "finetune": finetune, "data": data,
               "clean_fraction": clean_fraction, "option": " ".join(assignments) or None,
               "finetune_option": " ".join(finetune_option or []) or None, "seed": seed}

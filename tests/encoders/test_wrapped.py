@@ -165,3 +165,13 @@ def test_scan_inverts_at_the_encoder_resolution(tmp_path):
     with Image.open(png) as image:
         # stamp | mask | pattern, side by side, at the encoder's input size
         assert image.size == (3 * 176, 176) == (3 * load_encoder(str(folder)).encoder.image_size, 176)
+
+
+def test_format_of_another_library_is_refused_before_training(tmp_path):
+    from encoder_clean.encoders import create_encoder
+    from encoder_clean.encoders.io import save_encoder
+    teacher = tmp_path / "resnet.safetensors"
+    save_encoder(create_encoder("resnet10-cifar-w8"), teacher, produced_by="test")
+    result = runner.invoke(app, ["distill", str(teacher), "--format", "timm", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "needs a timm encoder" in result.stderr
+    assert not (tmp_path / "out").exists()
