@@ -12,14 +12,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from encoder_clean.errors import UserError, first_line
+from encoder_clean.parallel import world
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call `write(tmp_path)` on a temporary file beside `path`, then rename it over `path`.
 
     The temporary file lives in the same folder so the final rename is atomic on POSIX file systems.
+    In a data-parallel run only rank 0 writes (every rank holds the same result).
     """
     target = Path(path)
+    if not world().is_main:
+        return target
     folder = target.parent
     check_writable_parent(target, "output")
     try:

@@ -12,6 +12,7 @@ from encoder_clean.data.augment import AUGMENTATIONS, AugmentConfig, simclr_augm
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator
 from encoder_clean.training import EpochBatcher, run_steps
+from encoder_clean.parallel import gather_rows
 from encoder_clean.training.loop import warmup_cosine
 
 
@@ -27,13 +28,21 @@ class SimCLRConfig:
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Normalised-temperature cross entropy over 2N views; each view's positive is its twin."""
-    n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    logits = z @ z.t() / temperature
-    logits.fill_diagonal_(float("-inf"))
-    targets = (torch.arange(2 * n, device=z.device) + n) % (2 * n)
-    return F.cross_entropy(logits, targets)
+    """Normalised-temperature cross entropy over 2N views; each view's positive is its twin.
+
+    In a data-parallel run the N images are the global batch: each rank scores its own views against
+    every rank's (gathered with their gradients), and the ranks' mean losses average to the global one.
+    """
+    z1, z2 = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
+    all1, start = gather_rows(z1)
+    all2, _ = gather_rows(z2)
+    local, total = z1.shape[0], all1.shape[0]
+    rows = torch.arange(start, start + local, device=z1.device)
+    rows = torch.cat([rows, rows + total])  # where each local view sits among the 2N
+    logits = torch.cat([z1, z2]) @ torch.cat([all1, all2]).t() / temperature
+    itself = (torch.arange(2 * local, device=z1.device), rows)
+    logits = logits.index_put(itself, torch.tensor(float("-inf"), device=z1.device))
+    return F.cross_entropy(logits, (rows + total) % (2 * total))
 
 
 def simclr_loss(encoder: Encoder, images: torch.Tensor, g: torch.Generator, config: SimCLRConfig,

@@ -14,21 +14,23 @@ import numpy as np
 import torch
 
 from encoder_clean.errors import UserError
+from encoder_clean.parallel import parallel_device
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str) -> torch.device:
-    """Map `auto|cpu|cuda[:N]` to a torch device; `auto` picks CUDA when present."""
+    """Map `auto|cpu|cuda[:N]` to a torch device; `auto` picks CUDA when present. In a data-parallel
+    CUDA run each rank takes the GPU of its local rank."""
     name = (name or "auto").strip().lower()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return parallel_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if name == "cpu":
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise UserError("--device cuda was asked for, but no CUDA device is available")
-        return torch.device(name)
+        return parallel_device(torch.device(name))
     raise UserError(f"unknown device {name!r}: use auto, cpu or cuda")
 
 

@@ -21,7 +21,8 @@ from encoder_clean.data.specs import load_data
 from encoder_clean.encoders.io import LoadedEncoder
 from encoder_clean.errors import EncoderCleanError, UserError, first_line
 from encoder_clean.fileio import check_free_space, check_writable_parent, write_json_atomic
-from encoder_clean.runtime import NULL_PROGRESS, Progress
+from encoder_clean.parallel import joined, launched_world, world
+from encoder_clean.runtime import NULL_PROGRESS, Progress, resolve_device
 from encoder_clean.training.checkpoints import Interval, Journal
 
 # ------------------------------------------------------------------------------ shared options
@@ -53,8 +54,23 @@ err_console = Console(stderr=True, highlight=False)
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one error line on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    rank = world().rank
+    where = f" (rank {rank})" if rank else ""
+    err_console.print(f"[bold red]error{where}:[/] {message}", markup=True, soft_wrap=True)
     return typer.Exit(code)
+
+
+def data_parallel(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a training command that runs data-parallel when torchrun launches it: the process joins
+    torchrun's group (NCCL for --device cuda, gloo on the CPU) for the command's duration."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with joined(resolve_device(kwargs.get("device", "auto"))):
+            return command(*args, **kwargs)
+
+    wrapper.data_parallel = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,6 +79,9 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            if launched_world().parallel and not getattr(command, "data_parallel", False):
+                raise UserError(f"{command.__name__} runs in one process: launch it without torchrun "
+                                f"(pretrain, poison, purify and distill run data-parallel)")
             return command(*args, **kwargs)
         except EncoderCleanError as error:
             raise fail(first_line(error, limit=10_000),
@@ -78,9 +97,10 @@ class Output:
     """Where a command's human output goes: stdout, or stderr when JSON takes stdout."""
 
     def __init__(self, json_path: str | None, quiet: bool):
-        self.json_path = json_path
-        self.quiet = quiet
-        self.console = Console(stderr=json_path == "-", highlight=False)
+        main = world().is_main  # in a data-parallel run, rank 0 alone reports
+        self.json_path = json_path if main else None
+        self.quiet = quiet or not main
+        self.console = Console(stderr=json_path == "-", highlight=False, quiet=not main)
         self.started = time.perf_counter()
 
     @property
@@ -150,12 +170,7 @@ def run_identity(command: str, settings: dict[str, Any], *input_sha256: str | No
                       default=str)
 
 
-@contextlib.contextmanager
-def resumable(out: Path, resume: bool, every: str, identity: str) -> Iterator[Journal]:
-    """Journal the training inside the block to OUT.resume.pt and delete the checkpoint once the block ends
-    (after the output is written). Only an interrupted run (Ctrl-C, a kill, a crash) leaves it for --resume:
-    after a bad-input error or a failed run, the same command would fail the same way again."""
-    journal = Journal(resume_path(out), Interval.parse(every), identity, resume)
+def _announce(journal: Journal, resume: bool) -> None:
     if journal.resumed_from:
         err_console.print(f"resuming from {journal.path}: {journal.resumed_from}", soft_wrap=True)
     elif resume:
@@ -163,6 +178,16 @@ def resumable(out: Path, resume: bool, every: str, identity: str) -> Iterator[Jo
     elif journal.path.exists():
         err_console.print(f"note: {journal.path} from an earlier run will be replaced (--resume continues it)",
                           soft_wrap=True)
+
+
+@contextlib.contextmanager
+def resumable(out: Path, resume: bool, every: str, identity: str) -> Iterator[Journal]:
+    """Journal the training inside the block to OUT.resume.pt and delete the checkpoint once the block ends
+    (after the output is written). Only an interrupted run (Ctrl-C, a kill, a crash) leaves it for --resume:
+    after a bad-input error or a failed run, the same command would fail the same way again."""
+    journal = Journal(resume_path(out), Interval.parse(every), identity, resume)
+    if world().is_main:
+        _announce(journal, resume)
     try:
         with journal.active():
             yield journal

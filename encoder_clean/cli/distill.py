@@ -7,11 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from encoder_clean.cli.common import (DEFAULT_CHECKPOINT_EVERY, ArchOption, CheckpointEveryOption,
-                                      CleanFractionOption, DataOption, DeviceOption, JsonOption, Output,
+from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, CleanFractionOption,
+                                      DEFAULT_CHECKPOINT_EVERY, DataOption, DeviceOption, JsonOption, Output,
                                       QuietOption, ResumeOption, SeedOption, check_output, check_room, command_line,
-                                      defender_data, flag_assignments, handle_errors, inherited_attack, resumable,
-                                      run_identity)
+                                      data_parallel, defender_data, flag_assignments, handle_errors, inherited_attack,
+                                      resumable, run_identity)
 from encoder_clean.cli.purify import EpochsOption, LrOption
 from encoder_clean.defenses import list_defenses
 from encoder_clean.distill.losses import list_losses
@@ -22,12 +22,14 @@ from encoder_clean.encoders.folders import weight_file
 from encoder_clean.encoders.io import checkpoint_metadata, load_encoder, produced_by, save_encoder
 from encoder_clean.errors import UserError
 from encoder_clean.fileio import sha256_file
+from encoder_clean.parallel import world
 from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
 
 DEFAULT_LOSSES = " ".join(f"--loss {name}" for name in RECOMMENDED.losses)
 
 
 @handle_errors
+@data_parallel
 def distill(
     teacher: Annotated[str, typer.Argument(metavar="TEACHER", help="Backdoored encoder: checkpoint file or hf://OWNER/REPO[/PATH][@REV].")],
     out: Annotated[Path, typer.Option("--out", help="Output: the student's checkpoint (.safetensors), or a new folder with --format timm|transformers.")],
@@ -95,7 +97,7 @@ def distill(
             sha = save_encoder(result.student, out, **provenance)
         else:
             export_folder(result.student, out, out_format, checkpoint_metadata(result.student, **provenance))
-            sha = sha256_file(weight_file(out, str(out)))
+            sha = sha256_file(weight_file(out, str(out))) if world().is_main else ""
     output.console.print(f"wrote [bold]{out}[/] (student {student}, losses {', '.join(result.settings['losses'])}, "
                          f"teacher defense {finetune}, {len(clean)} clean images, {output.seconds:.1f} s, "
                          f"sha256 {sha[:12]})", soft_wrap=True)

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from encoder_clean.cli.common import (DEFAULT_CHECKPOINT_EVERY, CheckpointEveryOption, DataOption, DeviceOption,
+from encoder_clean.cli.common import (CheckpointEveryOption, DEFAULT_CHECKPOINT_EVERY, DataOption, DeviceOption,
                                       JsonOption, Output, QuietOption, ResumeOption, SeedOption, check_output,
-                                      check_room, command_line, handle_errors, resumable, run_identity)
+                                      check_room, command_line, data_parallel, handle_errors, resumable, run_identity)
 from encoder_clean.data.augment import augmentation
 from encoder_clean.data.specs import load_data
 from encoder_clean.encoders import create_encoder
@@ -23,6 +23,7 @@ DEFAULTS = SimCLRConfig()
 
 
 @handle_errors
+@data_parallel
 def pretrain(
     out: Annotated[Path, typer.Option("--out", help="Output checkpoint (.safetensors).")],
     data: DataOption = "builtin",

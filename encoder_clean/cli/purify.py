@@ -7,11 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from encoder_clean.cli.common import (DEFAULT_CHECKPOINT_EVERY, ArchOption, CheckpointEveryOption,
-                                      CleanFractionOption, DataOption, DeviceOption, JsonOption, Output,
+from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, CleanFractionOption,
+                                      DEFAULT_CHECKPOINT_EVERY, DataOption, DeviceOption, JsonOption, Output,
                                       QuietOption, ResumeOption, SeedOption, check_output, check_room, command_line,
-                                      defender_data, flag_assignments, handle_errors, inherited_attack, resumable,
-                                      run_identity)
+                                      data_parallel, defender_data, flag_assignments, handle_errors, inherited_attack,
+                                      resumable, run_identity)
 from encoder_clean.defenses import DefenseInputs, list_defenses
 from encoder_clean.defenses.registry import run_defense
 from encoder_clean.encoders.io import load_encoder, produced_by, save_encoder
@@ -24,6 +24,7 @@ LrOption = Annotated[Optional[float], typer.Option("--lr", help="Learning rate (
 
 
 @handle_errors
+@data_parallel
 def purify(
     encoder: Annotated[str, typer.Argument(metavar="ENCODER", help="Encoder to clean: checkpoint file or hf://OWNER/REPO[/PATH][@REV].")],
     out: Annotated[Path, typer.Option("--out", help="Output checkpoint (.safetensors).")],

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from encoder_clean.errors import UserError
+from encoder_clean.parallel import draw_rows
 
 Tensor = torch.Tensor
 LUMA = (0.299, 0.587, 0.114)
@@ -63,8 +64,17 @@ def to_float(images: Tensor, size: int | None = None) -> Tensor:
     return out
 
 
+def _rand(g: torch.Generator, n: int, *rest: int, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
+    """Uniform [0, 1) values for n samples; in a data-parallel run, this rank's rows of the global draw."""
+    return draw_rows(lambda rows: torch.rand(rows, *rest, generator=g, device=device, dtype=dtype), n)
+
+
+def _randint(g: torch.Generator, low: int, high: int, n: int, *rest: int, device: torch.device) -> Tensor:
+    return draw_rows(lambda rows: torch.randint(low, high, (rows, *rest), generator=g, device=device), n)
+
+
 def _uniform(n: int, low: float, high: float, g: torch.Generator, device: torch.device) -> Tensor:
-    return low + (high - low) * torch.rand(n, generator=g, device=device)
+    return low + (high - low) * _rand(g, n, device=device)
 
 
 def random_resized_crop(images: Tensor, size: int, config: AugmentConfig, g: torch.Generator) -> Tensor:
@@ -76,9 +86,9 @@ def random_resized_crop(images: Tensor, size: int, config: AugmentConfig, g: tor
     width = torch.sqrt(area * ratio).clamp(max=1.0)
     height = torch.sqrt(area / ratio).clamp(max=1.0)
     # Window centre in normalised coordinates, keeping the window inside the image.
-    cx = (torch.rand(n, generator=g, device=device) * 2 - 1) * (1 - width)
-    cy = (torch.rand(n, generator=g, device=device) * 2 - 1) * (1 - height)
-    flip = torch.where(torch.rand(n, generator=g, device=device) < config.flip_p, -1.0, 1.0)
+    cx = (_rand(g, n, device=device) * 2 - 1) * (1 - width)
+    cy = (_rand(g, n, device=device) * 2 - 1) * (1 - height)
+    flip = torch.where(_rand(g, n, device=device) < config.flip_p, -1.0, 1.0)
     theta = torch.zeros(n, 2, 3, device=device, dtype=images.dtype)
     theta[:, 0, 0] = width * flip
     theta[:, 0, 2] = cx
@@ -112,7 +122,7 @@ def _rotate_hue(images: Tensor, turns: Tensor) -> Tensor:
 
 def color_jitter(images: Tensor, config: AugmentConfig, g: torch.Generator) -> Tensor:
     n, device = images.shape[0], images.device
-    apply = _per_sample(torch.rand(n, generator=g, device=device) < config.jitter_p)
+    apply = _per_sample(_rand(g, n, device=device) < config.jitter_p)
     b = _per_sample(_uniform(n, 1 - config.brightness, 1 + config.brightness, g, device))
     c = _per_sample(_uniform(n, 1 - config.contrast, 1 + config.contrast, g, device))
     s = _per_sample(_uniform(n, 1 - config.saturation, 1 + config.saturation, g, device))
@@ -127,7 +137,7 @@ def color_jitter(images: Tensor, config: AugmentConfig, g: torch.Generator) -> T
 
 
 def random_grayscale(images: Tensor, p: float, g: torch.Generator) -> Tensor:
-    chosen = _per_sample(torch.rand(images.shape[0], generator=g, device=images.device) < p)
+    chosen = _per_sample(_rand(g, images.shape[0], device=images.device) < p)
     return torch.where(chosen, _gray(images).expand_as(images), images)
 
 
@@ -153,29 +163,29 @@ def random_patches(images: Tensor, g: torch.Generator, prob: float, min_frac: fl
     device = images.device
     side = min(height, width)
     size = (_uniform(n, min_frac, max_frac, g, device) * side).round().clamp(min=1)
-    top = (torch.rand(n, generator=g, device=device) * (height - size + 1)).floor()
-    left = (torch.rand(n, generator=g, device=device) * (width - size + 1)).floor()
+    top = (_rand(g, n, device=device) * (height - size + 1)).floor()
+    left = (_rand(g, n, device=device) * (width - size + 1)).floor()
     rows = torch.arange(height, device=device).view(1, height, 1)
     cols = torch.arange(width, device=device).view(1, 1, width)
     inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + size).view(-1, 1, 1))
               & (cols >= left.view(-1, 1, 1)) & (cols < (left + size).view(-1, 1, 1)))
-    chosen = torch.rand(n, generator=g, device=device) < prob
+    chosen = _rand(g, n, device=device) < prob
     mask = (inside & chosen.view(-1, 1, 1)).unsqueeze(1)
-    colour_a = torch.rand(n, 3, 1, 1, generator=g, device=device, dtype=images.dtype)
-    colour_b = torch.rand(n, 3, 1, 1, generator=g, device=device, dtype=images.dtype)
-    cell = (torch.randint(1, 4, (n, 1, 1, 1), generator=g, device=device)).to(images.dtype)
+    colour_a = _rand(g, n, 3, 1, 1, device=device, dtype=images.dtype)
+    colour_b = _rand(g, n, 3, 1, 1, device=device, dtype=images.dtype)
+    cell = (_randint(g, 1, 4, n, 1, 1, 1, device=device)).to(images.dtype)
     checker = (((rows.unsqueeze(0) / cell).floor() + (cols.unsqueeze(0) / cell).floor()) % 2).to(images.dtype)
     # Half of the solid patches take a corner of the RGB cube (white, black, pure colours): plain
     # saturated squares are the most common patch shape a trigger takes, and uniform colours rarely reach them.
-    corner = torch.randint(0, 2, (n, 3, 1, 1), generator=g, device=device).to(images.dtype)
-    use_corner = torch.rand(n, 1, 1, 1, generator=g, device=device) < 0.5
+    corner = _randint(g, 0, 2, n, 3, 1, 1, device=device).to(images.dtype)
+    use_corner = _rand(g, n, 1, 1, 1, device=device) < 0.5
     solid = torch.where(use_corner, corner, colour_a)
     contents = torch.stack([
         solid.expand_as(images),
-        torch.rand(images.shape, generator=g, device=device, dtype=images.dtype),
+        _rand(g, *images.shape, device=device, dtype=images.dtype),
         colour_a * checker + colour_b * (1 - checker),
         images.roll(1, dims=0),
     ])
-    kind = torch.randint(0, len(contents), (n,), generator=g, device=device)
+    kind = _randint(g, 0, len(contents), n, device=device)
     content = contents[kind, torch.arange(n, device=device)]
     return torch.where(mask, content, images)

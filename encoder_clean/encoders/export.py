@@ -20,6 +20,7 @@ from encoder_clean.encoders.base import Encoder
 from encoder_clean.encoders.wrapped import TimmEncoder, TransformersEncoder
 from encoder_clean.errors import UserError
 from encoder_clean.fileio import check_writable_parent, current_umask
+from encoder_clean.parallel import world
 
 FORMATS = ("safetensors", "timm", "transformers")
 
@@ -64,6 +65,8 @@ WRITERS: dict[str, Callable[[Encoder, Path, Mapping[str, str]], None]] = {
 def export_folder(encoder: Encoder, path: Path, fmt: str, metadata: Mapping[str, str]) -> None:
     """Write `encoder` as a `fmt` model folder at `path`, atomically (complete or absent)."""
     check_folder_output(path)
+    if not world().is_main:  # one writer in a data-parallel run
+        return
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         WRITERS[fmt](encoder, staging, metadata)

@@ -6,6 +6,7 @@ unpickling, never arbitrary code), and `hf://OWNER/REPO[/PATH/IN/REPO][@REVISION
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -219,7 +220,7 @@ def save_encoder(encoder: Encoder, path: str | Path, *, produced_by: str,
     metadata = checkpoint_metadata(encoder, produced_by=produced_by, parent_sha256=parent_sha256, settings=settings)
     payload = canonical_safetensors(tensors, metadata)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(payload))
-    return sha256_file(path)
+    return hashlib.sha256(payload).hexdigest()
 
 
 def checkpoint_metadata(encoder: Encoder, *, produced_by: str, parent_sha256: str | None = None,

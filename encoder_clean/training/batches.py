@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 
 from encoder_clean.errors import UserError
+from encoder_clean.parallel import local_rows, world
 
 
 class EpochBatcher:
     """Yield index tensors of `batch_size` over `count` samples, reshuffled every epoch.
 
     Incomplete last batches are dropped (contrastive losses want full batches), unless the data holds
-    fewer samples than one batch, in which case the batch shrinks to the data.
+    fewer samples than one batch, in which case the batch shrinks to the data. In a data-parallel run
+    the batch is global: every rank draws the same order and takes its share of each batch.
     """
 
     def __init__(self, count: int, batch_size: int, generator: torch.Generator,
@@ -20,8 +22,13 @@ class EpochBatcher:
             raise UserError(f"need at least 2 training images, got {count}")
         if batch_size < 2:
             raise UserError(f"batch size must be at least 2, got {batch_size}")
+        ranks = world().size
+        if batch_size % ranks:
+            raise UserError(f"batch size {batch_size} is not a multiple of the {ranks} data-parallel processes")
         self.count = count
-        self.batch_size = min(batch_size, count)
+        self.batch_size = min(batch_size, count - count % ranks)
+        if self.batch_size < 2 * ranks:
+            raise UserError(f"{count} training images are too few for {ranks} data-parallel processes")
         self.generator = generator
         self.device = torch.device(device)
 
@@ -52,7 +59,7 @@ class EpochBatches:
             self.position = 0
         batch = self.order[self.position:self.position + batcher.batch_size]
         self.position += batcher.batch_size
-        return batch
+        return local_rows(batch)
 
     def state_dict(self) -> dict[str, object]:
         return {"order": None if self.order is None else self.order.cpu(), "position": self.position}

@@ -26,6 +26,7 @@ from torch import nn
 
 from encoder_clean.errors import UserError, first_line
 from encoder_clean.fileio import atomic_write, load_tensors_only
+from encoder_clean.parallel import world
 
 FORMAT = "encoder-clean-resume/1"
 
@@ -224,8 +225,9 @@ class Journal:
         atomic_write(self.path, lambda tmp: torch.save(payload, tmp))
 
     def discard(self) -> None:
-        """The run's output is written: its checkpoint is no longer needed."""
-        self.path.unlink(missing_ok=True)
+        """The run's output is written: its checkpoint is no longer needed (rank 0 owns the file)."""
+        if world().is_main:
+            self.path.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def active(self) -> Iterator["Journal"]:

@@ -10,6 +10,7 @@ import torch
 from encoder_clean.errors import RunFailed
 from encoder_clean.runtime import NULL_PROGRESS, Progress
 from encoder_clean.training.checkpoints import begin_phase
+from encoder_clean.parallel import replicated
 
 StepFn = Callable[[int], "torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
@@ -54,20 +55,21 @@ def run_steps(step: StepFn, optimizer: torch.optim.Optimizer, total_steps: int, 
     `state` names everything else the steps change or draw from (models, random generators, batch
     iterators, tensors): with the optimiser and schedule it is what a resume checkpoint saves (see
     `checkpoints`). The loss is read back to the host only every `log_every` steps and before a
-    checkpoint; a non-finite loss raises RunFailed naming the first bad step. Returns the logged metrics.
+    checkpoint; a non-finite loss raises RunFailed naming the first bad step. Under torchrun the steps of
+all ranks are one data-parallel run (see `encoder_clean.parallel`). Returns the logged metrics.
     """
     phase = begin_phase(description, total_steps, {"optimizer": optimizer, "scheduler": scheduler, **(state or {})})
     if phase.finished:
         return phase.history
     history = phase.history
     watch = FirstNonFinite()
-    with progress.task(description, total=total_steps) as advance:
+    with replicated(optimizer, state or {}) as call, progress.task(description, total=total_steps) as advance:
         if phase.start:
             advance(phase.start)
         pending = 0
         for index in range(phase.start, total_steps):
             optimizer.zero_grad(set_to_none=True)
-            result = step(index)
+            result = call(step, index)
             loss, extra = result if isinstance(result, tuple) else (result, {})
             loss.backward()
             watch.observe(loss, index + 1)
