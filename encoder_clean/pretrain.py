@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from encoder_clean.data.augment import AUGMENTATIONS, AugmentConfig, simclr_augment
 from encoder_clean.encoders.base import Encoder
-from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator
+from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator, fused
 from encoder_clean.training import EpochBatcher, run_steps
 from encoder_clean.parallel import gather_rows
 from encoder_clean.training.loop import warmup_cosine
@@ -67,7 +67,8 @@ def pretrain_simclr(encoder: Encoder, images: torch.Tensor, config: SimCLRConfig
     g = device_generator(device, seed)
     batcher = EpochBatcher(len(images), config.batch_size, g, device)
     total = max(1, config.epochs * batcher.steps_per_epoch)
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  **fused(device))
     scheduler = warmup_cosine(optimizer, total, min(config.warmup_steps, total // 10))
     batches = iter(batcher)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import Callable, ContextManager, Iterator, Protocol
+from typing import Callable, ContextManager, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -91,6 +91,38 @@ def single_cpu_thread(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def fused(device: torch.device) -> dict[str, bool]:
+    """Optimiser options: one fused kernel per step on CUDA (the CPU keeps torch's default, whose
+    results the measured CPU figures were made with)."""
+    return {"fused": True} if device.type == "cuda" else {}
+
+
+_compile = False  # opt-in, see compiling
+
+
+@contextlib.contextmanager
+def compiling(enabled: bool = True) -> Iterator[None]:
+    """Within the block, the training loop compiles the models it trains (`compile_modules`)."""
+    global _compile
+    previous, _compile = _compile, enabled
+    try:
+        yield
+    finally:
+        _compile = previous
+
+
+def compile_modules(modules: Iterable[torch.nn.Module]) -> None:
+    """Inside `compiling`, compile each child of `modules` in place with torch.compile (the encoders
+    are called through several methods, not one forward, so their parts are compiled, not the whole).
+    The state dict keeps its keys. Already compiled parts are left as they are."""
+    if not _compile:
+        return
+    for module in modules:
+        for child in module.children():
+            if getattr(child, "_compiled_call_impl", None) is None and any(True for _ in child.parameters()):
+                child.compile()
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -27,7 +27,7 @@ from encoder_clean.attacks.registry import Attack, AttackInputs, AttackOutcome, 
 from encoder_clean.data.augment import augmentation, simclr_augment, to_float
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
-from encoder_clean.runtime import autocast, device_generator
+from encoder_clean.runtime import autocast, device_generator, fused
 from encoder_clean.training import EpochBatcher, run_steps
 from encoder_clean.training.loop import warmup_cosine
 
@@ -54,17 +54,17 @@ PUBLISHED = BadEncoderConfig(epochs=200, batch_size=256, lr=1e-3, optimizer="sgd
                              lambda1=1.0, lambda2=1.0, num_references=1, trigger_augment="none")
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
-    "sgd": lambda params, lr, wd: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd),
+    "adam": lambda params, lr, wd, **options: torch.optim.Adam(params, lr=lr, weight_decay=wd, **options),
+    "sgd": lambda params, lr, wd, **options: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, **options),
 }
 
 
-def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
     if name not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
     if lr <= 0:
         raise UserError("the learning rate must be positive")
-    return OPTIMIZERS[name](params, lr, weight_decay)
+    return OPTIMIZERS[name](params, lr, weight_decay, **fused(device))
 
 
 def embed(encoder: Encoder, images: Tensor, device: torch.device) -> Tensor:
@@ -103,7 +103,8 @@ def run_embedding_attack(inputs: AttackInputs, config: BadEncoderConfig, *, desc
     g = device_generator(inputs.device, inputs.seed)
     batcher = EpochBatcher(len(inputs.shadow_images), config.batch_size, g, inputs.device)
     total = config.epochs * batcher.steps_per_epoch
-    optimizer = make_optimizer(config.optimizer, student.parameters(), config.lr, config.weight_decay)
+    optimizer = make_optimizer(config.optimizer, student.parameters(), config.lr, config.weight_decay,
+                               inputs.device)
     scheduler = warmup_cosine(optimizer, total)
     with torch.no_grad():
         clean_refs = embed(clean, references, inputs.device)  # fixed: the clean encoder never changes

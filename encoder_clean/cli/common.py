@@ -22,7 +22,7 @@ from encoder_clean.encoders.io import LoadedEncoder
 from encoder_clean.errors import EncoderCleanError, UserError, first_line
 from encoder_clean.fileio import check_free_space, check_writable_parent, write_json_atomic
 from encoder_clean.parallel import joined, launched_world, world
-from encoder_clean.runtime import NULL_PROGRESS, Progress, resolve_device
+from encoder_clean.runtime import NULL_PROGRESS, Progress, compiling, resolve_device
 from encoder_clean.training.checkpoints import Interval, Journal
 
 # ------------------------------------------------------------------------------ shared options
@@ -40,6 +40,9 @@ CleanFractionOption = Annotated[float, typer.Option(
 ResumeOption = Annotated[bool, typer.Option(
     "--resume", help="Continue an interrupted run from the checkpoint it left beside --out (OUT.resume.pt); "
     "the same inputs and settings give the same output as an uninterrupted run. Without a checkpoint, start afresh.")]
+CompileOption = Annotated[bool, typer.Option(
+    "--compile", help="Compile the trained model with torch.compile: faster steps on a GPU once the first "
+    "minute or so of compiling is paid (on the CPU it needs a C++ compiler).")]
 DEFAULT_CHECKPOINT_EVERY = "5m"
 CheckpointEveryOption = Annotated[str, typer.Option(
     "--checkpoint-every", metavar="STEPS|TIME", help="How often a long run saves its resume checkpoint: steps "
@@ -60,13 +63,14 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def data_parallel(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark a training command that runs data-parallel when torchrun launches it: the process joins
-    torchrun's group (NCCL for --device cuda, gloo on the CPU) for the command's duration."""
+def training_command(command: Callable[..., Any]) -> Callable[..., Any]:
+    """What the training commands share around their body: under torchrun the process joins torchrun's
+    group (NCCL for --device cuda, gloo on the CPU) and the run is data-parallel; with --compile (the
+    command's `compile_model` option) the training loop compiles the models it trains."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with joined(resolve_device(kwargs.get("device", "auto"))):
+        with joined(resolve_device(kwargs.get("device", "auto"))), compiling(bool(kwargs.get("compile_model"))):
             return command(*args, **kwargs)
 
     wrapper.data_parallel = True  # type: ignore[attr-defined]

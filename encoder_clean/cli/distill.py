@@ -7,11 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, CleanFractionOption,
+from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, CleanFractionOption, CompileOption,
                                       DEFAULT_CHECKPOINT_EVERY, DataOption, DeviceOption, JsonOption, Output,
                                       QuietOption, ResumeOption, SeedOption, check_output, check_room, command_line,
-                                      data_parallel, defender_data, flag_assignments, handle_errors, inherited_attack,
-                                      resumable, run_identity)
+                                      defender_data, flag_assignments, handle_errors, inherited_attack, resumable,
+                                      run_identity, training_command)
 from encoder_clean.cli.purify import EpochsOption, LrOption
 from encoder_clean.defenses import list_defenses
 from encoder_clean.distill.losses import list_losses
@@ -29,7 +29,7 @@ DEFAULT_LOSSES = " ".join(f"--loss {name}" for name in RECOMMENDED.losses)
 
 
 @handle_errors
-@data_parallel
+@training_command
 def distill(
     teacher: Annotated[str, typer.Argument(metavar="TEACHER", help="Backdoored encoder: checkpoint file or hf://OWNER/REPO[/PATH][@REV].")],
     out: Annotated[Path, typer.Option("--out", help="Output: the student's checkpoint (.safetensors), or a new folder with --format timm|transformers.")],
@@ -48,6 +48,7 @@ def distill(
     arch: ArchOption = None,
     resume: ResumeOption = False,
     checkpoint_every: CheckpointEveryOption = DEFAULT_CHECKPOINT_EVERY,
+    compile_model: CompileOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_path: JsonOption = None,

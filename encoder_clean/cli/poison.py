@@ -9,10 +9,10 @@ import typer
 
 from encoder_clean.attacks import AttackInputs, get_attack, list_attacks
 from encoder_clean.attacks.registry import image_hashes
-from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, DEFAULT_CHECKPOINT_EVERY, DataOption,
-                                      DeviceOption, JsonOption, Output, QuietOption, ResumeOption, SeedOption,
-                                      check_output, check_room, command_line, data_parallel, flag_assignments,
-                                      handle_errors, resumable, run_identity)
+from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, CompileOption, DEFAULT_CHECKPOINT_EVERY,
+                                      DataOption, DeviceOption, JsonOption, Output, QuietOption, ResumeOption,
+                                      SeedOption, check_output, check_room, command_line, flag_assignments,
+                                      handle_errors, resumable, run_identity, training_command)
 from encoder_clean.data.specs import load_data
 from encoder_clean.encoders.io import load_encoder, produced_by, save_encoder
 from encoder_clean.errors import UserError
@@ -23,7 +23,7 @@ from encoder_clean.triggers import load_trigger
 
 
 @handle_errors
-@data_parallel
+@training_command
 def poison(
     encoder: Annotated[str, typer.Argument(metavar="ENCODER", help="Clean encoder: checkpoint file or hf://OWNER/REPO[/PATH][@REV].")],
     out: Annotated[Path, typer.Option("--out", help="Output checkpoint (.safetensors).")],
@@ -41,6 +41,7 @@ def poison(
     arch: ArchOption = None,
     resume: ResumeOption = False,
     checkpoint_every: CheckpointEveryOption = DEFAULT_CHECKPOINT_EVERY,
+    compile_model: CompileOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_path: JsonOption = None,

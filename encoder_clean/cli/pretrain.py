@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from encoder_clean.cli.common import (CheckpointEveryOption, DEFAULT_CHECKPOINT_EVERY, DataOption, DeviceOption,
-                                      JsonOption, Output, QuietOption, ResumeOption, SeedOption, check_output,
-                                      check_room, command_line, data_parallel, handle_errors, resumable, run_identity)
+from encoder_clean.cli.common import (CheckpointEveryOption, CompileOption, DEFAULT_CHECKPOINT_EVERY, DataOption,
+                                      DeviceOption, JsonOption, Output, QuietOption, ResumeOption, SeedOption,
+                                      check_output, check_room, command_line, handle_errors, resumable, run_identity,
+                                      training_command)
 from encoder_clean.data.augment import augmentation
 from encoder_clean.data.specs import load_data
 from encoder_clean.encoders import create_encoder
@@ -23,7 +24,7 @@ DEFAULTS = SimCLRConfig()
 
 
 @handle_errors
-@data_parallel
+@training_command
 def pretrain(
     out: Annotated[Path, typer.Option("--out", help="Output checkpoint (.safetensors).")],
     data: DataOption = "builtin",
@@ -34,6 +35,7 @@ def pretrain(
     augment: Annotated[str, typer.Option("--augment", help="Augmentation preset: strong (default; best on built-in data) or simclr (the SimCLR CIFAR recipe).")] = "strong",
     resume: ResumeOption = False,
     checkpoint_every: CheckpointEveryOption = DEFAULT_CHECKPOINT_EVERY,
+    compile_model: CompileOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_path: JsonOption = None,

@@ -7,11 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, CleanFractionOption,
+from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, CleanFractionOption, CompileOption,
                                       DEFAULT_CHECKPOINT_EVERY, DataOption, DeviceOption, JsonOption, Output,
                                       QuietOption, ResumeOption, SeedOption, check_output, check_room, command_line,
-                                      data_parallel, defender_data, flag_assignments, handle_errors, inherited_attack,
-                                      resumable, run_identity)
+                                      defender_data, flag_assignments, handle_errors, inherited_attack, resumable,
+                                      run_identity, training_command)
 from encoder_clean.defenses import DefenseInputs, list_defenses
 from encoder_clean.defenses.registry import run_defense
 from encoder_clean.encoders.io import load_encoder, produced_by, save_encoder
@@ -24,7 +24,7 @@ LrOption = Annotated[Optional[float], typer.Option("--lr", help="Learning rate (
 
 
 @handle_errors
-@data_parallel
+@training_command
 def purify(
     encoder: Annotated[str, typer.Argument(metavar="ENCODER", help="Encoder to clean: checkpoint file or hf://OWNER/REPO[/PATH][@REV].")],
     out: Annotated[Path, typer.Option("--out", help="Output checkpoint (.safetensors).")],
@@ -37,6 +37,7 @@ def purify(
     arch: ArchOption = None,
     resume: ResumeOption = False,
     checkpoint_every: CheckpointEveryOption = DEFAULT_CHECKPOINT_EVERY,
+    compile_model: CompileOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_path: JsonOption = None,

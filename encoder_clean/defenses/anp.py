@@ -35,7 +35,7 @@ from encoder_clean.defenses.registry import Defense, DefenseInputs, DefenseOutco
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
 from encoder_clean.pretrain import nt_xent
-from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator
+from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator, fused
 from encoder_clean.training import EpochBatcher, run_steps
 
 Tensor = torch.Tensor
@@ -143,7 +143,7 @@ def optimize_masks(encoder: Encoder, images: Tensor, config: ANPConfig, g: torch
     neurons = BatchNormNeurons.of(encoder)
     size, augment, eps = encoder.image_size, augmentation(config.augment), config.eps
     masks = torch.ones(neurons.total, device=device, requires_grad=True)
-    optimizer = torch.optim.SGD([masks], lr=config.lr, momentum=0.9)
+    optimizer = torch.optim.SGD([masks], lr=config.lr, momentum=0.9, **fused(device))
     batches = iter(EpochBatcher(len(images), config.batch_size, g, device))
     ones = torch.ones(neurons.total, device=device)
 

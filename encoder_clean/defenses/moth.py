@@ -31,7 +31,7 @@ from encoder_clean.defenses.registry import Defense, DefenseInputs, DefenseOutco
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
 from encoder_clean.evaluate.probe import Standardize
-from encoder_clean.runtime import autocast, device_generator, single_cpu_thread
+from encoder_clean.runtime import autocast, device_generator, fused, single_cpu_thread
 from encoder_clean.training import EpochBatcher, run_steps
 
 Tensor = torch.Tensor
@@ -225,7 +225,7 @@ def _run_moth(inputs: DefenseInputs, config: MOTHConfig) -> DefenseOutcome:
     flags = [p.requires_grad for p in encoder.parameters()]
     encoder.requires_grad_(True)
     parameters = [p for p in encoder.parameters()] + list(probe.parameters())
-    optimizer = torch.optim.Adam(parameters, lr=config.lr)
+    optimizer = torch.optim.Adam(parameters, lr=config.lr, **fused(device))
     batches = iter(EpochBatcher(len(images), config.batch_size, g, device))
     hardening = Hardening(device)
 

@@ -21,7 +21,7 @@ from encoder_clean.distill.losses import FEATURES, LossSpec, get_loss
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
 from encoder_clean.pretrain import nt_xent
-from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator
+from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator, fused
 from encoder_clean.training import EpochBatcher, run_steps
 from encoder_clean.training.loop import warmup_cosine
 
@@ -111,7 +111,7 @@ def distill(teacher: Encoder, student: Encoder, images: torch.Tensor, specs: Seq
     batcher = EpochBatcher(len(images), config.batch_size, g, device)
     total = config.epochs * batcher.steps_per_epoch
     optimizer = torch.optim.Adam(list(student.parameters()) + list(terms.parameters()), lr=config.lr,
-                                 weight_decay=config.weight_decay)
+                                 weight_decay=config.weight_decay, **fused(device))
     scheduler = warmup_cosine(optimizer, total, min(10, total // 10))
     aug = augmentation(config.augment)
     batches = iter(batcher)

@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from encoder_clean.errors import RunFailed
-from encoder_clean.runtime import NULL_PROGRESS, Progress
+from encoder_clean.runtime import NULL_PROGRESS, Progress, compile_modules
 from encoder_clean.training.checkpoints import begin_phase
 from encoder_clean.parallel import replicated
 
@@ -62,6 +62,7 @@ all ranks are one data-parallel run (see `encoder_clean.parallel`). Returns the 
     if phase.finished:
         return phase.history
     history = phase.history
+    compile_modules(v for v in (state or {}).values() if isinstance(v, torch.nn.Module))
     watch = FirstNonFinite()
     with replicated(optimizer, state or {}) as call, progress.task(description, total=total_steps) as advance:
         if phase.start:

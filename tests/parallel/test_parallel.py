@@ -122,3 +122,28 @@ def test_single_process_commands_refuse_torchrun(tmp_path):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "launch it without torchrun" in lines[0], result.stderr
+
+
+def test_compile_marks_the_trained_parts_only_when_asked():
+    from encoder_clean.runtime import compile_modules, compiling
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.ReLU())
+    compile_modules([model])
+    assert model[0]._compiled_call_impl is None
+    with compiling():
+        compile_modules([model])
+    assert model[0]._compiled_call_impl is not None and model[1]._compiled_call_impl is None  # no weights
+    assert list(model.state_dict()) == ["0.weight", "0.bias"]
+
+
+@pytest.mark.slow
+def test_pretrain_compiled_matches_eager(tmp_path):
+    """Measured: 54 s of compiling for 4 steps of the tiny encoder on this CPU; weights within 4e-3."""
+    args = ["-m", "encoder_clean", "pretrain", "--arch", ARCH, "--epochs", "1", "--batch-size", "32", "--data",
+            "builtin?train=128&test=40", "-q", "--device", "cpu"]
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        result = run(*args, *extra, "--out", f"{name}.safetensors", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    eager, compiled = (load_file(tmp_path / f"{name}.safetensors") for name in ("eager", "compiled"))
+    assert sorted(eager) == sorted(compiled)
+    for key in eager:
+        assert torch.allclose(eager[key].float(), compiled[key].float(), atol=2e-2), key
