@@ -357,7 +357,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, naive loader workers {args.workers}; "
           f"matmul ceiling {ceiling / 1e12:.2f} TFLOP/s")
     rows = []
-    print(f"| command | ours views/s | naive views/s | ratio | ours MFU | naive MFU | GFLOP/view |")
+    print("| command | ours views/s | naive views/s | ratio | ours MFU | naive MFU | GFLOP/view |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in args.workloads:
         result = getattr(bench, name)()
