@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from encoder_clean.data.augment import AUGMENTATIONS, AugmentConfig, simclr_augment
 from encoder_clean.encoders.base import Encoder
-from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator, fused
+from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator, fused, take
 from encoder_clean.training import EpochBatcher, run_steps
 from encoder_clean.parallel import gather_rows
 from encoder_clean.training.loop import warmup_cosine
@@ -62,10 +62,11 @@ def pretrain_simclr(encoder: Encoder, images: torch.Tensor, config: SimCLRConfig
                     device: torch.device, progress: Progress = NULL_PROGRESS,
                     description: str = "SimCLR", after_step: Callable[[], None] | None = None
                     ) -> dict[str, object]:
-    """Train `encoder` (with its projection head) in place on uint8 `images` resident on `device`."""
+    """Train `encoder` (with its projection head) in place on uint8 `images` (on `device`, or in host
+    memory for data too large for it: see `place_images`)."""
     encoder.add_head().train()
     g = device_generator(device, seed)
-    batcher = EpochBatcher(len(images), config.batch_size, g, device)
+    batcher = EpochBatcher(len(images), config.batch_size, g, images.device)
     total = max(1, config.epochs * batcher.steps_per_epoch)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                   **fused(device))
@@ -73,7 +74,7 @@ def pretrain_simclr(encoder: Encoder, images: torch.Tensor, config: SimCLRConfig
     batches = iter(batcher)
 
     def step(_: int) -> torch.Tensor:
-        return simclr_loss(encoder, images[next(batches)], g, config, device)
+        return simclr_loss(encoder, take(images, next(batches), device), g, config, device)
 
     history = run_steps(step, optimizer, total, scheduler=scheduler, progress=progress,
                         state={"encoder": encoder, "generator": g, "batches": batches},

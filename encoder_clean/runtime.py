@@ -93,6 +93,29 @@ def single_cpu_thread(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+RESIDENT_SHARE = 0.5  # of the GPU's free memory that a dataset may take on the device
+
+
+def place_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Training images (uint8) where the steps read them: on the device when they take at most half its
+    free memory, else in pinned host memory, from which `take` streams each batch."""
+    if device.type != "cuda":
+        return images.to(device)
+    free, _ = torch.cuda.mem_get_info(device)
+    if images.numel() * images.element_size() <= RESIDENT_SHARE * free:
+        return images.to(device)
+    return images.pin_memory()
+
+
+def take(images: torch.Tensor, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The rows `index` of `images` on `device`: a gather on the device when the images live there, else
+    gathered on the host into pinned memory and copied without blocking (`index` lives with the images:
+    give the batcher `images.device`)."""
+    if images.device.type == device.type:
+        return images[index]
+    return torch.index_select(images, 0, index.to(images.device)).pin_memory().to(device, non_blocking=True)
+
+
 def fused(device: torch.device) -> dict[str, bool]:
     """Optimiser options: one fused kernel per step on CUDA (the CPU keeps torch's default, whose
     results the measured CPU figures were made with)."""

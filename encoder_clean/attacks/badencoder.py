@@ -27,7 +27,7 @@ from encoder_clean.attacks.registry import Attack, AttackInputs, AttackOutcome, 
 from encoder_clean.data.augment import augmentation, simclr_augment, to_float
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
-from encoder_clean.runtime import autocast, device_generator, fused
+from encoder_clean.runtime import autocast, device_generator, fused, take
 from encoder_clean.training import EpochBatcher, run_steps
 from encoder_clean.training.loop import warmup_cosine
 
@@ -101,7 +101,7 @@ def run_embedding_attack(inputs: AttackInputs, config: BadEncoderConfig, *, desc
     references_u8 = inputs.references(config.num_references)
     references = to_float(references_u8, size)
     g = device_generator(inputs.device, inputs.seed)
-    batcher = EpochBatcher(len(inputs.shadow_images), config.batch_size, g, inputs.device)
+    batcher = EpochBatcher(len(inputs.shadow_images), config.batch_size, g, inputs.shadow_images.device)
     total = config.epochs * batcher.steps_per_epoch
     optimizer = make_optimizer(config.optimizer, student.parameters(), config.lr, config.weight_decay,
                                inputs.device)
@@ -111,10 +111,9 @@ def run_embedding_attack(inputs: AttackInputs, config: BadEncoderConfig, *, desc
     batches = iter(batcher)
 
     def step(_: int):
-        index = next(batches)
-        shadow = to_float(inputs.shadow_images[index], size)
-        to_trigger = shadow if config.trigger_augment == "none" else _views(
-            inputs.shadow_images[index], size, g, config.trigger_augment)
+        shadow_u8 = take(inputs.shadow_images, next(batches), inputs.device)
+        shadow = to_float(shadow_u8, size)
+        to_trigger = shadow if config.trigger_augment == "none" else _views(shadow_u8, size, g, config.trigger_augment)
         views = _views(references_u8, size, g, config.reference_augment)
         with torch.no_grad():
             clean_shadow = embed(clean, shadow, inputs.device)

@@ -18,7 +18,7 @@ from encoder_clean.encoders.io import load_encoder, produced_by, save_encoder
 from encoder_clean.errors import UserError
 from encoder_clean.fileio import sha256_file
 from encoder_clean.options import apply_options, describe_options
-from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
+from encoder_clean.runtime import place_images, prepare_model, resolve_device, seed_everything
 from encoder_clean.triggers import load_trigger
 
 
@@ -76,7 +76,7 @@ def poison(
     trigger_file = Path(trigger_spec)
     identity = run_identity("poison", recipe, loaded.sha256, sha256_file(trigger_file) if trigger_file.is_file() else None)
     with resumable(out, resume, checkpoint_every, identity):
-        inputs = AttackInputs(model, shadow.train.images.to(torch_device), target_images.to(torch_device),
+        inputs = AttackInputs(model, place_images(shadow.train.images, torch_device), target_images.to(torch_device),
                               trigger_spec, target_class, torch_device, seed, output.progress())
         outcome = spec.run(inputs, config)
         settings = {"command": "poison", "attack": attack, "preset": preset, "trigger": trigger_spec,

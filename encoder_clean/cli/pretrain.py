@@ -17,7 +17,7 @@ from encoder_clean.encoders import create_encoder
 from encoder_clean.encoders.io import produced_by, save_encoder
 from encoder_clean.errors import UserError
 from encoder_clean.pretrain import SimCLRConfig, pretrain_simclr
-from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
+from encoder_clean.runtime import place_images, prepare_model, resolve_device, seed_everything
 
 DEFAULT_ARCH = "resnet18-cifar-w16"
 DEFAULTS = SimCLRConfig()
@@ -59,7 +59,7 @@ def pretrain(
         config = SimCLRConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augmentation(augment))
         stats: dict[str, object] = {"steps": 0, "final_loss": None}
         if epochs > 0:
-            images = dataset.train.images.to(torch_device)
+            images = place_images(dataset.train.images, torch_device)
             stats = pretrain_simclr(encoder, images, config, seed=seed, device=torch_device,
                                     progress=output.progress(), description=f"pretrain {arch}")
         settings = {"command": "pretrain", "data": data, "epochs": epochs, "batch_size": config.batch_size,

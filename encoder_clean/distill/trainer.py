@@ -21,7 +21,7 @@ from encoder_clean.distill.losses import FEATURES, LossSpec, get_loss
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
 from encoder_clean.pretrain import nt_xent
-from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator, fused
+from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator, fused, take
 from encoder_clean.training import EpochBatcher, run_steps
 from encoder_clean.training.loop import warmup_cosine
 
@@ -108,7 +108,7 @@ def distill(teacher: Encoder, student: Encoder, images: torch.Tensor, specs: Seq
     if teacher.image_size != size:
         raise UserError(f"teacher ({teacher.image_size} px) and student ({size} px) take different input sizes")
     g = device_generator(device, seed)
-    batcher = EpochBatcher(len(images), config.batch_size, g, device)
+    batcher = EpochBatcher(len(images), config.batch_size, g, images.device)
     total = config.epochs * batcher.steps_per_epoch
     optimizer = torch.optim.Adam(list(student.parameters()) + list(terms.parameters()), lr=config.lr,
                                  weight_decay=config.weight_decay, **fused(device))
@@ -117,7 +117,7 @@ def distill(teacher: Encoder, student: Encoder, images: torch.Tensor, specs: Seq
     batches = iter(batcher)
 
     def step(_: int):
-        batch = images[next(batches)]
+        batch = take(images, next(batches), device)
         views = torch.cat([simclr_augment(batch, size, g, aug), simclr_augment(batch, size, g, aug)])
         views = views.contiguous(memory_format=torch.channels_last)
         student_views = views

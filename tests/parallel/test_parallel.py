@@ -147,3 +147,11 @@ def test_pretrain_compiled_matches_eager(tmp_path):
     assert sorted(eager) == sorted(compiled)
     for key in eager:
         assert torch.allclose(eager[key].float(), compiled[key].float(), atol=2e-2), key
+
+
+def test_cpu_images_stay_resident_and_batches_are_gathers():
+    from encoder_clean.runtime import place_images, take
+    images = torch.randint(0, 255, (10, 3, 4, 4), dtype=torch.uint8)
+    placed = place_images(images, torch.device("cpu"))
+    index = torch.tensor([3, 1, 7])
+    assert torch.equal(take(placed, index, torch.device("cpu")), images[index])
