@@ -57,7 +57,10 @@ err_console = Console(stderr=True, highlight=False)
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one error line on stderr and return the Exit to raise."""
-    rank = world().rank
+    try:
+        rank = launched_world().rank  # torchrun's environment outlives the process group
+    except UserError:
+        rank = 0
     where = f" (rank {rank})" if rank else ""
     err_console.print(f"[bold red]error{where}:[/] {message}", markup=True, soft_wrap=True)
     return typer.Exit(code)
