@@ -81,10 +81,13 @@ def joined(device: torch.device) -> Iterator[World]:
         return
     _world = launched
     try:
+        device = parallel_device(device)  # NCCL wants each rank on its own GPU before the group forms
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, init_method="env://", rank=launched.rank, world_size=launched.size)
-    except (RuntimeError, ValueError) as error:
+    except (RuntimeError, ValueError, UserError) as error:
         _world = _ALONE
+        if isinstance(error, UserError):
+            raise
         raise UserError(f"cannot join the torchrun process group: {str(error).splitlines()[0]}") from None
     try:
         yield _world
