@@ -1,7 +1,7 @@
 """The ViT acceptance of the real-world-encoders issue: poison a small ViT, clean it, scan both.
 
     python benchmarks/vit_study.py [--arch vit-p4-d4-w64] [--pretrain-epochs 16] [--pretrain-lr 1e-3]
-        [--num-references 200] [--poison-epochs 4] [--family shapes] [--device cpu] [--out-dir benchmarks/cache/vit]
+        [--num-references 100] [--poison-epochs 6] [--family shapes] [--device cpu] [--out-dir benchmarks/cache/vit]
 
 Every step is a real command (outputs cached in --out-dir, reused when present):
   1. `pretrain` the ViT with SimCLR on builtin:FAMILY;
@@ -10,8 +10,9 @@ Every step is a real command (outputs cached in --out-dir, reused when present):
   4. `evaluate` the three on builtin:FAMILY (linear probe) and `scan` them.
 A small ViT learns far less in a CPU budget than the CIFAR ResNets, so the defaults differ from the
 ResNet studies: longer pre-training at a lower rate, same-family downstream data (cross-family probe
-accuracy stays near 25%), and BadEncoder with 200 references (with 10 it embedded the trigger next to
-those 10 images only: 8.7% ASR after 10 epochs; with 100, 94.8% after 3).
+accuracy stays near 25%), and BadEncoder with 100 references for 6 epochs (with 10 references it
+embedded the trigger next to those 10 images only: 8.7% ASR after 10 epochs; 100 for 3 epochs gave
+94.8%, 200 for 4 gave 90.7%).
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def main() -> None:
     parser.add_argument("--family", default="shapes", choices=("shapes", "glyphs"))
     parser.add_argument("--pretrain-epochs", type=int, default=16)
     parser.add_argument("--pretrain-lr", type=float, default=1e-3)
-    parser.add_argument("--num-references", type=int, default=200)
-    parser.add_argument("--poison-epochs", type=int, default=4)
+    parser.add_argument("--num-references", type=int, default=100)
+    parser.add_argument("--poison-epochs", type=int, default=6)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache/vit"))
     args = parser.parse_args()
