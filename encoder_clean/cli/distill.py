@@ -18,11 +18,8 @@ from encoder_clean.distill.losses import list_losses
 from encoder_clean.distill.recipe import NO_FINETUNE, RECOMMENDED, clean_with_distillation
 from encoder_clean.distill.students import list_students
 from encoder_clean.encoders.export import FORMATS, check_folder_output, export_folder
-from encoder_clean.encoders.folders import weight_file
 from encoder_clean.encoders.io import checkpoint_metadata, load_encoder, produced_by, save_encoder
 from encoder_clean.errors import UserError
-from encoder_clean.fileio import sha256_file
-from encoder_clean.parallel import world
 from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
 
 DEFAULT_LOSSES = " ".join(f"--loss {name}" for name in RECOMMENDED.losses)
@@ -97,8 +94,7 @@ def distill(
         if out_format == "safetensors":
             sha = save_encoder(result.student, out, **provenance)
         else:
-            export_folder(result.student, out, out_format, checkpoint_metadata(result.student, **provenance))
-            sha = sha256_file(weight_file(out, str(out))) if world().is_main else ""
+            sha = export_folder(result.student, out, out_format, checkpoint_metadata(result.student, **provenance))
     output.console.print(f"wrote [bold]{out}[/] (student {student}, losses {', '.join(result.settings['losses'])}, "
                          f"teacher defense {finetune}, {len(clean)} clean images, {output.seconds:.1f} s, "
                          f"sha256 {sha[:12]})", soft_wrap=True)

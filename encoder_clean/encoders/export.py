@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from encoder_clean.encoders.base import Encoder
+from encoder_clean.encoders.folders import weight_file
 from encoder_clean.encoders.wrapped import TimmEncoder, TransformersEncoder
 from encoder_clean.errors import UserError
-from encoder_clean.fileio import check_writable_parent, current_umask
+from encoder_clean.fileio import check_writable_parent, current_umask, sha256_file
 from encoder_clean.parallel import world
 
 FORMATS = ("safetensors", "timm", "transformers")
@@ -62,11 +63,12 @@ WRITERS: dict[str, Callable[[Encoder, Path, Mapping[str, str]], None]] = {
 }
 
 
-def export_folder(encoder: Encoder, path: Path, fmt: str, metadata: Mapping[str, str]) -> None:
-    """Write `encoder` as a `fmt` model folder at `path`, atomically (complete or absent)."""
+def export_folder(encoder: Encoder, path: Path, fmt: str, metadata: Mapping[str, str]) -> str:
+    """Write `encoder` as a `fmt` model folder at `path`, atomically (complete or absent); return the
+    SHA-256 of its weight file (empty on data-parallel ranks other than 0, which write nothing)."""
     check_folder_output(path)
     if not world().is_main:  # one writer in a data-parallel run
-        return
+        return ""
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         WRITERS[fmt](encoder, staging, metadata)
@@ -79,4 +81,4 @@ def export_folder(encoder: Encoder, path: Path, fmt: str, metadata: Mapping[str,
         if isinstance(error, OSError):
             raise UserError(f"cannot write {path}: {error.strerror or error}") from None
         raise
-
+    return sha256_file(weight_file(path, str(path)))
