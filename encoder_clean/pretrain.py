@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from encoder_clean.data.augment import AUGMENTATIONS, AugmentConfig, simclr_augment
 from encoder_clean.encoders.base import Encoder
+from encoder_clean.parallel import gather_rows
 from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator, fused, take
 from encoder_clean.training import EpochBatcher, run_steps
-from encoder_clean.parallel import gather_rows
 from encoder_clean.training.loop import warmup_cosine
 
 

@@ -8,9 +8,9 @@ from typing import Any, Callable, Mapping
 import torch
 
 from encoder_clean.errors import RunFailed
+from encoder_clean.parallel import replicated
 from encoder_clean.runtime import NULL_PROGRESS, Progress, compile_modules
 from encoder_clean.training.checkpoints import begin_phase
-from encoder_clean.parallel import replicated
 
 StepFn = Callable[[int], "torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
@@ -56,7 +56,7 @@ def run_steps(step: StepFn, optimizer: torch.optim.Optimizer, total_steps: int, 
     iterators, tensors): with the optimiser and schedule it is what a resume checkpoint saves (see
     `checkpoints`). The loss is read back to the host only every `log_every` steps and before a
     checkpoint; a non-finite loss raises RunFailed naming the first bad step. Under torchrun the steps of
-all ranks are one data-parallel run (see `encoder_clean.parallel`). Returns the logged metrics.
+    all ranks are one data-parallel run (see `encoder_clean.parallel`). Returns the logged metrics.
     """
     phase = begin_phase(description, total_steps, {"optimizer": optimizer, "scheduler": scheduler, **(state or {})})
     if phase.finished:
