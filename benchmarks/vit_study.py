@@ -18,29 +18,24 @@ embedded the trigger next to those 10 images only: 8.7% ASR after 10 epochs; 100
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from attacks import cli
 
 TRIGGER, TARGET = "white-square", "0"
 
 
-def run(*args: str, device: str, ok: tuple[int, ...] = (0,)) -> tuple[dict, float]:
-    """One real command: its JSON and wall seconds; exit with its stderr on an unexpected exit code."""
+def timed(*args: str, device: str, ok: tuple[int, ...] = (0,)) -> tuple[dict, float]:
+    """One real command (attacks.cli): its JSON and wall seconds."""
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "encoder_clean", *args, "--device", device, "--json", "-", "-q"],
-                            capture_output=True, text=True)
-    if result.returncode not in ok:
-        sys.exit(f"command failed: {' '.join(args)}\n{result.stderr}")
-    return json.loads(result.stdout), time.perf_counter() - started
+    return cli(*args, device=device, ok=ok), time.perf_counter() - started
 
 
 def cached(path: Path, *args: str, device: str) -> float | None:
     if path.exists():
         return None
-    return run(*args, "--out", str(path), device=device)[1]
+    return timed(*args, "--out", str(path), device=device)[1]
 
 
 def main() -> None:
@@ -69,9 +64,9 @@ def main() -> None:
         "distill": cached(cleaned, "distill", str(poisoned), "--data", data, device=args.device),
     }
     encoders = {"clean": clean, "poisoned (BadEncoder)": poisoned, "distilled (recommended recipe)": cleaned}
-    report, _ = run("evaluate", *map(str, encoders.values()), "--data", data, "--trigger", TRIGGER,
+    report = cli("evaluate", *map(str, encoders.values()), "--data", data, "--trigger", TRIGGER,
                     "--target-class", TARGET, device=args.device)
-    scans, scan_seconds = run("scan", *map(str, encoders.values()), device=args.device, ok=(0, 1))
+    scans, scan_seconds = timed("scan", *map(str, encoders.values()), device=args.device, ok=(0, 1))
     verdicts = scans["encoders"]
     print(f"\n{args.arch} pre-trained on {data} ({args.pretrain_epochs} epochs, lr {args.pretrain_lr}); "
           f"linear probe on {data}; trigger {TRIGGER}, target class {TARGET}; device {args.device}")
