@@ -14,6 +14,7 @@ import torch
 
 from encoder_clean.defenses import DefenseInputs
 from encoder_clean.defenses.registry import run_defense
+from encoder_clean.distill.inverted import invert_triggers
 from encoder_clean.distill.losses import parse_loss_spec
 from encoder_clean.distill.students import StudentInputs, get_student
 from encoder_clean.distill.trainer import DistillConfig, distill
@@ -69,10 +70,15 @@ def clean_with_distillation(poisoned: Encoder, clean_images: torch.Tensor, clean
             teacher, clean_images, clean_labels, num_classes, device, seed, progress), list(finetune_options))
         settings["finetune_settings"] = describe_options(defense_config)
         stats["finetune"] = outcome.stats
+    # Inverted on the poisoned encoder as given: its backdoor is the strongest, so the closest to the real trigger.
+    triggers = (invert_triggers(poisoned, clean_images, config.inverted_triggers, device=device, seed=seed,
+                                steps=config.inversion_steps, progress=progress) if config.inverted_prob > 0 else [])
+    if triggers:
+        stats["inverted_pl1"] = [round(float(t.mask.amax(0).mean()), 5) for t in triggers]
     model = builder.build(StudentInputs(poisoned, student_arch or poisoned.arch, clean_images, device, seed,
                                         config.warmup_epochs, progress))
     stats["distill"] = distill(teacher, model, clean_images, specs, config, seed=seed, device=device,
-                               progress=progress)
+                               progress=progress, triggers=triggers)
     settings.update({"student": student, "student_arch": model.arch, "losses": [str(s) for s in specs],
                      "distill_settings": describe_options(config)})
     return CleaningResult(model, settings, stats)

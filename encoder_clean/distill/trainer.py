@@ -6,6 +6,8 @@ Per step, on a batch of two augmented views of clean images (the seed paper's re
 The teacher runs without gradients, in eval mode, once per batch. With `patch_prob > 0` the student
 sees its views with random patches pasted on (solid, noise, checkerboard or another image's window)
 while the teacher sees them clean, so the student learns to embed a patched image like the clean one.
+With `inverted_prob > 0` a share of the student's views carry one of the triggers inverted from the
+poisoned encoder on the clean subset instead (`distill.inverted`; the recipe inverts them).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import torch
 from torch import nn
 
 from encoder_clean.data.augment import augmentation, random_patches, simclr_augment
+from encoder_clean.distill.inverted import stack_triggers, stamp_some
 from encoder_clean.distill.losses import FEATURES, LossSpec, get_loss
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
 from encoder_clean.pretrain import nt_xent
 from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator, fused, take
 from encoder_clean.training import EpochBatcher, run_steps
+from encoder_clean.triggers import PatchTrigger
 from encoder_clean.training.loop import warmup_cosine
 
 
@@ -39,6 +43,9 @@ class DistillConfig:
     patch_min: float = 0.1  # patch side as a fraction of the image side
     patch_max: float = 0.4
     warmup_epochs: int = 20  # SimCLR epochs of the warm-up student before distillation
+    inverted_prob: float = 0.0  # share of student views stamped with a trigger inverted from the poisoned encoder
+    inverted_triggers: int = 1  # how many triggers to invert (each search from its own seed)
+    inversion_steps: int = 200  # optimisation steps of each search (the scanner's default)
 
     def check(self) -> None:
         if self.epochs < 1:
@@ -47,6 +54,10 @@ class DistillConfig:
             raise UserError("the learning rate must be positive")
         if not 0 <= self.patch_prob <= 1:
             raise UserError(f"patch_prob must be in [0, 1], got {self.patch_prob}")
+        if not 0 <= self.inverted_prob <= 1:
+            raise UserError(f"inverted_prob must be in [0, 1], got {self.inverted_prob}")
+        if self.inverted_triggers < 1 or self.inversion_steps < 1:
+            raise UserError("inverted_triggers and inversion_steps must be at least 1")
         if not 0 < self.patch_min <= self.patch_max <= 1:
             raise UserError("need 0 < patch_min <= patch_max <= 1")
         if self.contrastive_weight < 0:
@@ -92,10 +103,15 @@ def tap_widths(encoder: Encoder, taps: Sequence[str], device: torch.device) -> d
 
 
 def distill(teacher: Encoder, student: Encoder, images: torch.Tensor, specs: Sequence[LossSpec],
-            config: DistillConfig, *, seed: int, device: torch.device, progress: Progress = NULL_PROGRESS
-            ) -> dict[str, object]:
-    """Train `student` in place from the frozen `teacher` on uint8 `images` (the clean subset)."""
+            config: DistillConfig, *, seed: int, device: torch.device, progress: Progress = NULL_PROGRESS,
+            triggers: Sequence[PatchTrigger] = ()) -> dict[str, object]:
+    """Train `student` in place from the frozen `teacher` on uint8 `images` (the clean subset).
+
+    `triggers` (inverted ones, at the student's input size) are stamped on `config.inverted_prob` of
+    the student's views."""
     config.check()
+    if config.inverted_prob > 0 and not triggers:
+        raise UserError("inverted_prob > 0 needs inverted triggers")
     if not specs and config.contrastive_weight == 0:
         raise UserError("nothing to train: give at least one --loss or a contrastive weight above 0")
     teacher.eval().requires_grad_(False)
@@ -115,6 +131,7 @@ def distill(teacher: Encoder, student: Encoder, images: torch.Tensor, specs: Seq
     scheduler = warmup_cosine(optimizer, total, min(10, total // 10))
     aug = augmentation(config.augment)
     batches = iter(batcher)
+    stamps = stack_triggers(triggers, device) if config.inverted_prob > 0 else None
 
     def step(_: int):
         batch = take(images, next(batches), device)
@@ -123,6 +140,8 @@ def distill(teacher: Encoder, student: Encoder, images: torch.Tensor, specs: Seq
         student_views = views
         if config.patch_prob > 0:
             student_views = random_patches(views, g, config.patch_prob, config.patch_min, config.patch_max)
+        if stamps is not None:
+            student_views = stamp_some(student_views, *stamps, config.inverted_prob, g)
         with torch.no_grad(), autocast(device):
             t_features, t_maps = teacher.features_with_taps(views, terms.taps)
         with autocast(device):
