@@ -70,15 +70,23 @@ def clean_with_distillation(poisoned: Encoder, clean_images: torch.Tensor, clean
             teacher, clean_images, clean_labels, num_classes, device, seed, progress), list(finetune_options))
         settings["finetune_settings"] = describe_options(defense_config)
         stats["finetune"] = outcome.stats
-    # Inverted on the poisoned encoder as given: its backdoor is the strongest, so the closest to the real trigger.
-    triggers = (invert_triggers(poisoned, clean_images, config.inverted_triggers, device=device, seed=seed,
-                                steps=config.inversion_steps, progress=progress) if config.inverted_prob > 0 else [])
-    if triggers:
-        stats["inverted_pl1"] = [round(float(t.mask.amax(0).mean()), 5) for t in triggers]
+    found: list[float] = []
+
+    def find_triggers(encoder, round_index: int) -> list:
+        triggers = invert_triggers(encoder, clean_images, config.inverted_triggers, device=device,
+                                   seed=seed + 1009 * round_index, steps=config.inversion_steps, progress=progress)
+        found.extend(round(float(t.mask.amax(0).mean()), 5) for t in triggers)
+        return triggers
+
+    # First inverted on the poisoned encoder as given: its backdoor is the strongest, so the closest to the
+    # real trigger; later rounds search the student (trainer.distill).
+    triggers = find_triggers(poisoned, 0) if config.inverted_prob > 0 else []
     model = builder.build(StudentInputs(poisoned, student_arch or poisoned.arch, clean_images, device, seed,
                                         config.warmup_epochs, progress))
     stats["distill"] = distill(teacher, model, clean_images, specs, config, seed=seed, device=device,
-                               progress=progress, triggers=triggers)
+                               progress=progress, triggers=triggers, find_triggers=find_triggers)
+    if found:
+        stats["inverted_pl1"] = found
     settings.update({"student": student, "student_arch": model.arch, "losses": [str(s) for s in specs],
                      "distill_settings": describe_options(config)})
     return CleaningResult(model, settings, stats)

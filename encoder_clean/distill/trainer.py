@@ -13,7 +13,7 @@ poisoned encoder on the clean subset instead (`distill.inverted`; the recipe inv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -28,6 +28,8 @@ from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_gene
 from encoder_clean.training import EpochBatcher, run_steps
 from encoder_clean.triggers import PatchTrigger
 from encoder_clean.training.loop import warmup_cosine
+
+TriggerSearch = Callable[[Encoder, int], "list[PatchTrigger]"]  # (student, round) -> newly inverted triggers
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class DistillConfig:
     inverted_prob: float = 0.0  # share of student views stamped with a trigger inverted from the poisoned encoder
     inverted_triggers: int = 1  # how many triggers to invert (each search from its own seed)
     inversion_steps: int = 200  # optimisation steps of each search (the scanner's default)
+    inversion_rounds: int = 1  # >1: split training into rounds and invert new triggers on the student before each
 
     def check(self) -> None:
         if self.epochs < 1:
@@ -56,8 +59,8 @@ class DistillConfig:
             raise UserError(f"patch_prob must be in [0, 1], got {self.patch_prob}")
         if not 0 <= self.inverted_prob <= 1:
             raise UserError(f"inverted_prob must be in [0, 1], got {self.inverted_prob}")
-        if self.inverted_triggers < 1 or self.inversion_steps < 1:
-            raise UserError("inverted_triggers and inversion_steps must be at least 1")
+        if min(self.inverted_triggers, self.inversion_steps, self.inversion_rounds) < 1:
+            raise UserError("inverted_triggers, inversion_steps and inversion_rounds must be at least 1")
         if not 0 < self.patch_min <= self.patch_max <= 1:
             raise UserError("need 0 < patch_min <= patch_max <= 1")
         if self.contrastive_weight < 0:
@@ -104,14 +107,20 @@ def tap_widths(encoder: Encoder, taps: Sequence[str], device: torch.device) -> d
 
 def distill(teacher: Encoder, student: Encoder, images: torch.Tensor, specs: Sequence[LossSpec],
             config: DistillConfig, *, seed: int, device: torch.device, progress: Progress = NULL_PROGRESS,
-            triggers: Sequence[PatchTrigger] = ()) -> dict[str, object]:
+            triggers: Sequence[PatchTrigger] = (), find_triggers: TriggerSearch | None = None
+            ) -> dict[str, object]:
     """Train `student` in place from the frozen `teacher` on uint8 `images` (the clean subset).
 
     `triggers` (inverted ones, at the student's input size) are stamped on `config.inverted_prob` of
-    the student's views."""
+    the student's views. With `config.inversion_rounds` > 1 the steps are split into rounds, and before
+    each round after the first `find_triggers(student, round)` adds the triggers the student still has:
+    the student keeps unlearning what is left of the backdoor, wherever the search finds it now."""
     config.check()
     if config.inverted_prob > 0 and not triggers:
         raise UserError("inverted_prob > 0 needs inverted triggers")
+    rounds = config.inversion_rounds if config.inverted_prob > 0 else 1
+    if rounds > 1 and find_triggers is None:
+        raise UserError("inversion_rounds > 1 needs a trigger search")
     if not specs and config.contrastive_weight == 0:
         raise UserError("nothing to train: give at least one --loss or a contrastive weight above 0")
     teacher.eval().requires_grad_(False)
@@ -131,7 +140,8 @@ def distill(teacher: Encoder, student: Encoder, images: torch.Tensor, specs: Seq
     scheduler = warmup_cosine(optimizer, total, min(10, total // 10))
     aug = augmentation(config.augment)
     batches = iter(batcher)
-    stamps = stack_triggers(triggers, device) if config.inverted_prob > 0 else None
+    bank = list(triggers)
+    stamps = {"now": stack_triggers(bank, device) if bank else None}  # replaced between rounds
 
     def step(_: int):
         batch = take(images, next(batches), device)
@@ -140,8 +150,8 @@ def distill(teacher: Encoder, student: Encoder, images: torch.Tensor, specs: Seq
         student_views = views
         if config.patch_prob > 0:
             student_views = random_patches(views, g, config.patch_prob, config.patch_min, config.patch_max)
-        if stamps is not None:
-            student_views = stamp_some(student_views, *stamps, config.inverted_prob, g)
+        if config.inverted_prob > 0:
+            student_views = stamp_some(student_views, *stamps["now"], config.inverted_prob, g)
         with torch.no_grad(), autocast(device):
             t_features, t_maps = teacher.features_with_taps(views, terms.taps)
         with autocast(device):
@@ -157,9 +167,21 @@ def distill(teacher: Encoder, student: Encoder, images: torch.Tensor, specs: Seq
             metrics["ntxent"] = contrastive.detach()
         return loss, metrics
 
-    history = run_steps(step, optimizer, total, scheduler=scheduler, progress=progress,
-                        state={"student": student, "terms": terms, "generator": g, "batches": batches},
-                        description="distilling")
+    history: list[dict[str, float]] = []
+    for index, steps in enumerate(split_evenly(total, rounds)):
+        if index > 0:
+            bank += find_triggers(student, index)
+            stamps["now"] = stack_triggers(bank, device)
+            student.train()
+        label = f"distilling (round {index + 1}/{rounds})" if rounds > 1 else "distilling"
+        history += run_steps(step, optimizer, steps, scheduler=scheduler, progress=progress, description=label,
+                             state={"student": student, "terms": terms, "generator": g, "batches": batches})
     student.eval()
     final = {k: round(v, 5) for k, v in history[-1].items() if k != "step"} if history else {}
     return {"steps": total, **final}
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """`total` steps in `parts` rounds as even as can be (earlier rounds take the remainder); no empty rounds."""
+    parts = max(1, min(parts, total))
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]

@@ -7,7 +7,7 @@ import torch
 
 from encoder_clean.distill.inverted import invert_triggers, stack_triggers, stamp_some
 from encoder_clean.distill.recipe import clean_with_distillation
-from encoder_clean.distill.trainer import DistillConfig, distill
+from encoder_clean.distill.trainer import DistillConfig, distill, split_evenly
 from encoder_clean.encoders import create_encoder
 from encoder_clean.errors import UserError
 from encoder_clean.scan.invert import InversionConfig
@@ -64,8 +64,20 @@ def test_recipe_inverts_on_the_poisoned_encoder_and_records_it(tiny_encoder, tin
     assert result.stats["distill"]["steps"] == 2
 
 
+def test_later_rounds_search_the_student_again(tiny_encoder, tiny_data):
+    clean = tiny_data.train
+    result = clean_with_distillation(tiny_encoder, clean.images[:48], clean.labels[:48], tiny_data.num_classes,
+                                     finetune="none", student="raw", losses=("afd",),
+                                     options=("epochs=1", "batch_size=16", "inverted_prob=1", "inversion_rounds=2",
+                                              "inversion_steps=5"), device=CPU, seed=0)
+    assert len(result.stats["inverted_pl1"]) == 2  # one search on the poisoned encoder, one on the student
+    assert result.stats["distill"]["steps"] == 3
+    assert split_evenly(10, 3) == [4, 3, 3] and split_evenly(2, 5) == [1, 1] and sum(split_evenly(150, 4)) == 150
+
+
 def test_inverted_settings_are_checked(tiny_encoder, tiny_data):
-    for bad in (DistillConfig(inverted_prob=1.5), DistillConfig(inverted_triggers=0), DistillConfig(inversion_steps=0)):
+    for bad in (DistillConfig(inverted_prob=1.5), DistillConfig(inverted_triggers=0), DistillConfig(inversion_steps=0),
+                DistillConfig(inversion_rounds=0)):
         with pytest.raises(UserError):
             bad.check()
     with pytest.raises(UserError, match="inverted triggers"):
