@@ -2,7 +2,11 @@
 
 - `raw`: a copy of the poisoned encoder as given (before any --finetune);
 - `void`: a randomly initialised encoder;
-- `warmup`: a randomly initialised encoder briefly trained with SimCLR on the clean subset first.
+- `warmup`: a randomly initialised encoder briefly trained with SimCLR on the clean subset first;
+and one of ours:
+- `teacher`: a copy of the teacher after its --finetune defense (self-distillation: the student starts
+  where the purified teacher is and only has to unlearn what stamped views show it; with no --finetune it
+  is the same as `raw`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class StudentInputs:
     seed: int
     warmup_epochs: int
     progress: Progress = NULL_PROGRESS
+    teacher: Encoder | None = None  # the teacher after --finetune (the `teacher` student copies it)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,15 @@ def _raw(inputs: StudentInputs) -> Encoder:
     return copy.deepcopy(inputs.poisoned).add_head()
 
 
+def _teacher_copy(inputs: StudentInputs) -> Encoder:
+    if inputs.teacher is None:
+        raise UserError("the teacher student needs the teacher")
+    if inputs.arch != inputs.teacher.arch:
+        raise UserError(f"the teacher student is a copy of the {inputs.teacher.arch} teacher; "
+                        f"--student-arch {inputs.arch} needs --student void or warmup")
+    return copy.deepcopy(inputs.teacher).requires_grad_(True).add_head().train()
+
+
 def _void(inputs: StudentInputs) -> Encoder:
     # Seeded so the same seed gives the same student; same input size and normalisation as the teacher.
     torch.manual_seed(inputs.seed)
@@ -83,4 +97,5 @@ def _warmup(inputs: StudentInputs) -> Encoder:
 
 register_student(Student("raw", "a copy of the poisoned encoder", _raw))
 register_student(Student("void", "a randomly initialised encoder", _void))
+register_student(Student("teacher", "a copy of the teacher after --finetune (self-distillation)", _teacher_copy))
 register_student(Student("warmup", "random init, briefly trained with SimCLR on the clean subset", _warmup))

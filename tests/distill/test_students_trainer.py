@@ -30,7 +30,7 @@ def _same(a, b):
 def test_students_are_initialised_as_specified(tiny_data):
     torch.manual_seed(123)  # a "poisoned" encoder unlike the seed-0 random student
     tiny_encoder = create_encoder(TINY_ARCH)
-    assert set(list_students()) == {"raw", "void", "warmup"}
+    assert set(list_students()) == {"raw", "void", "warmup", "teacher"}
     raw = get_student("raw").build(_student_inputs(tiny_encoder, tiny_data))
     assert raw is not tiny_encoder and _same(raw, tiny_encoder)  # a copy of the poisoned encoder
     void = get_student("void").build(_student_inputs(tiny_encoder, tiny_data))
@@ -44,6 +44,12 @@ def test_students_are_initialised_as_specified(tiny_data):
         get_student("raw").build(_student_inputs(tiny_encoder, tiny_data, arch="resnet18-cifar-w16"))
     with pytest.raises(UserError):
         get_student("warmup").build(_student_inputs(tiny_encoder, tiny_data, warmup_epochs=0))
+    teacher = create_encoder(TINY_ARCH).requires_grad_(False)  # a purified teacher, frozen as distill freezes it
+    copied = get_student("teacher").build(StudentInputs(tiny_encoder, TINY_ARCH, tiny_data.train.images[:8], CPU, 0, 1,
+                                                        teacher=teacher))
+    assert copied is not teacher and _same(copied, teacher) and all(p.requires_grad for p in copied.parameters())
+    with pytest.raises(UserError):
+        get_student("teacher").build(_student_inputs(tiny_encoder, tiny_data))
 
 
 def test_distill_trains_only_the_student(tiny_encoder, tiny_data):
