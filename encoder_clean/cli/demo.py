@@ -23,7 +23,7 @@ from encoder_clean.attacks.registry import image_hashes
 from encoder_clean.cli.common import DeviceOption, JsonOption, Output, QuietOption, SeedOption, handle_errors
 from encoder_clean.cli.pretrain import DEFAULT_ARCH
 from encoder_clean.data.specs import load_data
-from encoder_clean.distill.recipe import RECOMMENDED, clean_with_distillation
+from encoder_clean.distill.recipe import clean_with_distillation, recommended_for
 from encoder_clean.encoders import create_encoder
 from encoder_clean.encoders.io import produced_by, save_encoder
 from encoder_clean.errors import UserError
@@ -106,11 +106,11 @@ def _run(out_dir: Path, torch_device: torch.device, seed: int, output: Output, b
 
     started = time.perf_counter()
     defender = pretraining.clean_subset(CLEAN_FRACTION).to(torch_device)
+    recipe = recommended_for(poisoned)
     result = clean_with_distillation(poisoned, defender.images, defender.labels, pretraining.num_classes,
-                                     finetune=RECOMMENDED.finetune, student=RECOMMENDED.student,
-                                     losses=RECOMMENDED.losses,
-                                     options=(*RECOMMENDED.options, *RECIPE_OPTIONS),
-                                     finetune_options=FINETUNE_OPTIONS, device=torch_device,
+                                     finetune=recipe.finetune, student=recipe.student, losses=recipe.losses,
+                                     options=(*recipe.options, *RECIPE_OPTIONS),
+                                     finetune_options=(*recipe.finetune_options, *FINETUNE_OPTIONS), device=torch_device,
                                      seed=seed, progress=progress)
     timings["cleaned"] = time.perf_counter() - started
     save_encoder(result.student, out_dir / "cleaned.safetensors", produced_by=produced_by("demo (distill)"),

@@ -15,14 +15,19 @@ from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, CleanFr
 from encoder_clean.cli.purify import EpochsOption, LrOption
 from encoder_clean.defenses import list_defenses
 from encoder_clean.distill.losses import list_losses
-from encoder_clean.distill.recipe import NO_FINETUNE, RECOMMENDED, clean_with_distillation
+from encoder_clean.distill.recipe import FAMILY_RECIPES, NO_FINETUNE, clean_with_distillation, recommended_for
 from encoder_clean.distill.students import list_students
 from encoder_clean.encoders.export import FORMATS, check_folder_output, export_folder
 from encoder_clean.encoders.io import checkpoint_metadata, load_encoder, produced_by, save_encoder
 from encoder_clean.errors import UserError
 from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
 
-DEFAULT_LOSSES = " ".join(f"--loss {name}" for name in RECOMMENDED.losses)
+
+
+def _defaults(part: str) -> str:
+    """One recipe part of every family, for --help: 'convnet: ft, transformer: ft'."""
+    return ", ".join(f"{family}: {' '.join(getattr(recipe, part)) if part == 'losses' else getattr(recipe, part)}"
+                     for family, recipe in FAMILY_RECIPES.items())
 
 
 @handle_errors
@@ -31,9 +36,9 @@ def distill(
     teacher: Annotated[str, typer.Argument(metavar="TEACHER", help="Backdoored encoder: checkpoint file or hf://OWNER/REPO[/PATH][@REV].")],
     out: Annotated[Path, typer.Option("--out", help="Output: the student's checkpoint (.safetensors), or a new folder with --format timm|transformers.")],
     out_format: Annotated[str, typer.Option("--format", help="safetensors (ours, default), or timm / transformers: a folder in that library's layout, for a student of that library.")] = "safetensors",
-    student: Annotated[str, typer.Option("--student", help=f"Student: {', '.join(list_students())}.")] = RECOMMENDED.student,
-    loss: Annotated[Optional[list[str]], typer.Option("--loss", metavar="NAME[=WEIGHT][@TAP,...]", help=f"Distillation loss, repeatable: {', '.join(list_losses())} (see `encoder-clean list losses`). Default: {DEFAULT_LOSSES}.")] = None,
-    finetune: Annotated[str, typer.Option("--finetune", help=f"Run this purify method on the teacher first: {', '.join(list_defenses())} or {NO_FINETUNE}.")] = RECOMMENDED.finetune,
+    student: Annotated[Optional[str], typer.Option("--student", help=f"Student: {', '.join(list_students())}. Default: the recommended recipe's ({_defaults('student')}).", show_default=False)] = None,
+    loss: Annotated[Optional[list[str]], typer.Option("--loss", metavar="NAME[=WEIGHT][@TAP,...]", help=f"Distillation loss, repeatable: {', '.join(list_losses())} (see `encoder-clean list losses`). Default: the recommended recipe's ({_defaults('losses')}).", show_default=False)] = None,
+    finetune: Annotated[Optional[str], typer.Option("--finetune", help=f"Run this purify method on the teacher first: {', '.join(list_defenses())} or {NO_FINETUNE}. Default: the recommended recipe's ({_defaults('finetune')}).", show_default=False)] = None,
     data: DataOption = "builtin",
     clean_fraction: CleanFractionOption = 0.05,
     epochs: EpochsOption = None,
@@ -53,8 +58,9 @@ def distill(
 ) -> None:
     """Distil a clean student from TEACHER on the defender's clean subset of --data.
 
-    With no options this runs the recommended recipe (benchmarks/defense_study.py measures it against
-    the alternatives). Student, teacher defense and losses combine freely; each --loss applies to the
+    With no options this runs the recommended recipe for the teacher's family: convolutional encoders
+    and vision transformers each have their own (benchmarks/defense_study.py and benchmarks/vit_study.py
+    measure them against the alternatives). Student, teacher defense and losses combine freely; each --loss applies to the
     layer taps it names (default: all layer taps for map losses, the embedding for feature losses).
     """
     output = Output(json_path, quiet)
@@ -64,19 +70,25 @@ def distill(
         check_output(out)
     else:
         check_folder_output(out)
-    losses = list(loss) if loss else list(RECOMMENDED.losses)
-    # The recommended distillation settings apply with the recommended recipe's parts; explicit flags win.
-    base = list(RECOMMENDED.options) if loss is None else []
-    assignments = base + flag_assignments(epochs=epochs, lr=lr, batch_size=batch_size) + list(option or [])
     torch_device = resolve_device(device)
     seed_everything(seed)
     loaded = load_encoder(teacher, arch=arch, device="cpu")
+    # What the user leaves out comes from the recommended recipe for the teacher's family; the recipe's
+    # distillation settings apply with its losses, its teacher settings with its teacher defense, and
+    # explicit flags win over both.
+    default = recommended_for(loaded.encoder)
+    student = student or default.student
+    losses = list(loss) if loss else list(default.losses)
+    base = list(default.options) if loss is None else []
+    assignments = base + flag_assignments(epochs=epochs, lr=lr, batch_size=batch_size) + list(option or [])
+    finetune_assignments = [*(default.finetune_options if finetune is None else ()), *(finetune_option or [])]
+    finetune = finetune or default.finetune
     if out_format != "safetensors" and student_arch is None and not loaded.encoder.arch.startswith(f"{out_format}/"):
         # the student has the teacher's architecture: refuse before training, not at the export
         raise UserError(f"--format {out_format} needs a {out_format} encoder, not {loaded.encoder.arch}")
     recipe = {"student": student, "loss": " ".join(losses), "finetune": finetune, "data": data,
               "clean_fraction": clean_fraction, "option": " ".join(assignments) or None,
-              "finetune_option": " ".join(finetune_option or []) or None, "seed": seed}
+              "finetune_option": " ".join(finetune_assignments) or None, "seed": seed}
     identity = run_identity("distill", {**recipe, "student_arch": student_arch}, loaded.sha256)
     with resumable(out, resume, checkpoint_every, identity):
         model = prepare_model(loaded.encoder, torch_device)
@@ -84,7 +96,7 @@ def distill(
         clean, num_classes = defender_data(data, clean_fraction, torch_device)
         result = clean_with_distillation(model, clean.images, clean.labels, num_classes, finetune=finetune,
                                          student=student, losses=losses, options=assignments,
-                                         finetune_options=list(finetune_option or []), student_arch=student_arch,
+                                         finetune_options=finetune_assignments, student_arch=student_arch,
                                          device=torch_device, seed=seed, progress=output.progress())
         settings = {"command": "distill", "defense": "distill", **result.settings, "data": data,
                     "clean_fraction": clean_fraction, "clean_images": len(clean), "seed": seed,

@@ -14,7 +14,7 @@ from encoder_clean.cli.common import Output
 from encoder_clean.data.specs import list_formats
 from encoder_clean.defenses import list_defenses
 from encoder_clean.distill.losses import list_losses
-from encoder_clean.distill.recipe import RECOMMENDED
+from encoder_clean.distill.recipe import FAMILY_RECIPES
 from encoder_clean.distill.students import list_students
 from encoder_clean.distill.trainer import DistillConfig
 from encoder_clean.encoders import list_archs
@@ -67,7 +67,8 @@ def _defenses() -> Table:
 def _students() -> Table:
     table = _table("student", "description")
     for name, student in list_students().items():
-        table.add_row(name + (" (default)" if name == RECOMMENDED.student else ""), student.description)
+        families = [family for family, recipe in FAMILY_RECIPES.items() if recipe.student == name]
+        table.add_row(name + (f" (default: {', '.join(families)})" if families else ""), student.description)
     return table
 
 

@@ -9,7 +9,8 @@ import torch
 
 from encoder_clean.data.augment import random_patches
 from encoder_clean.distill.losses import parse_loss_spec
-from encoder_clean.distill.recipe import PAPER, RECOMMENDED, clean_with_distillation
+from encoder_clean.distill.recipe import (PAPER, RECOMMENDED, RECOMMENDED_TRANSFORMER, clean_with_distillation,
+                                          recommended_for)
 from encoder_clean.distill.students import StudentInputs, get_student, list_students
 from encoder_clean.distill.trainer import DistillConfig, distill
 from encoder_clean.encoders import create_encoder
@@ -106,3 +107,9 @@ def test_random_patches_change_only_a_square_of_the_chosen_images():
         height, width = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
         assert height <= 13 and width <= 13  # inside a square of at most 0.4 * 32 px
     assert torch.equal(random_patches(images, g, prob=0.0), images)
+
+
+def test_each_family_gets_its_recipe(tiny_encoder):
+    vit = create_encoder("vit-p4-d4-w64")
+    assert recommended_for(tiny_encoder) is RECOMMENDED and recommended_for(vit) is RECOMMENDED_TRANSFORMER
+    assert RECOMMENDED_TRANSFORMER.student == "teacher" and "epochs=150" in RECOMMENDED_TRANSFORMER.finetune_options

@@ -121,6 +121,9 @@ def test_commands_run_on_wrapped_models_and_outputs_reload(hub, tmp_path):  # no
             assert result.exit_code in (0, 1), (command, result.output)
         student = load_encoder(str(out))
         assert student.encoder.arch == load_encoder(source).encoder.arch
+        # a transformer gets the transformer recipe: a copy of the fine-tuned teacher, the feature loss
+        assert student.setting("student") == "teacher" and student.setting("losses") == ["sp=1@features"]
+        assert student.setting("finetune_settings")["epochs"] == 1  # --finetune-option wins over the recipe's 150
         assert json.loads(student.metadata["model_config"])  # rebuilt without the original folder
         # the same (deterministic) student written in the library's layout loads in the library alone
         encoder = student.encoder.eval()
