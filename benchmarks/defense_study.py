@@ -6,13 +6,14 @@ defender's 5% clean subset of the pre-training family; every encoder is evaluate
 on the downstream family with the attack's own trigger. Outputs are cached per (attack, setting), so a
 rerun only computes what is missing (`--fresh` recomputes).
 
-    python benchmarks/defense_study.py [--tables main teachers students losses] [--attacks ...]
+    python benchmarks/defense_study.py [--tables main teachers students losses families] [--attacks ...]
         [--downstream glyphs] [--arch resnet18-cifar-w16] [--device cpu] [--json-out rows.json]
 
 Tables (the seed paper's): `main` (no defense, fine-tune-only baseline, the paper's recommended setting
 FT teacher + warm-up student + attention loss, and our recommended `distill` defaults), `teachers`
 (each purify method), `students` (each student with the FT teacher and AT), `losses` (each loss with
-the FT teacher and the warm-up student). Targets (issue #4) for the recommended recipe: mean ASR <= 5%,
+the FT teacher and the warm-up student), `families` (each family's recommended recipe on this
+architecture). Targets (issue #4) for the recommended recipe: mean ASR <= 5%,
 ACC at most 2 points below the undefended encoder, ASR below the fine-tune-only baseline.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from attacks import ATTACKS, FAMILIES, TARGET_CLASS, TRIGGERS, clean_encoder, cli
 
-from encoder_clean.distill.recipe import NO_FINETUNE, PAPER, RECOMMENDED, Recipe
+from encoder_clean.distill.recipe import NO_FINETUNE, PAPER, RECOMMENDED, RECOMMENDED_TRANSFORMER, Recipe
 
 LOSSES = ("at", "nad", "afd", "fitnet", "cc", "kd", "sp", "similarity", "rkd", "pkt")
 
@@ -35,11 +36,28 @@ def recipe_command(recipe: Recipe) -> tuple[str, ...]:
     """The explicit `distill` command of a recipe (so equal recipes share one cached output)."""
     return ("distill", "--finetune", recipe.finetune, "--student", recipe.student,
             *(flag for loss in recipe.losses for flag in ("--loss", loss)),
-            *(flag for option in recipe.options for flag in ("--option", option)))
+            *(flag for option in recipe.options for flag in ("--option", option)),
+            *(flag for option in recipe.finetune_options for flag in ("--finetune-option", option)))
 
 
-def teacher_command(method: str) -> tuple[str, ...]:
-    return ("purify", "--method", method)
+def teacher_command(method: str, options: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return ("purify", "--method", method, *(flag for option in options for flag in ("--option", option)))
+
+
+def _values(command: tuple[str, ...], flag: str) -> tuple[str, ...]:
+    return tuple(command[i + 1] for i, word in enumerate(command[:-1]) if word == flag)
+
+
+def _without(command: tuple[str, ...], flag: str) -> tuple[str, ...]:
+    kept, skip = [], False
+    for word in command:
+        if skip:
+            skip = False
+        elif word == flag:
+            skip = True
+        else:
+            kept.append(word)
+    return tuple(kept)
 
 
 # setting name -> the command after the input checkpoint (None: the undefended encoder itself)
@@ -53,6 +71,9 @@ TABLES: dict[str, dict[str, tuple[str, ...] | None]] = {
     "teachers": {f"purify {m}": teacher_command(m) for m in ("ft", "fp", "anp", "moth")},
     "students": {f"student {s}": recipe_command(Recipe("ft", s, ("at",))) for s in ("raw", "void", "warmup")},
     "losses": {f"loss {name}": recipe_command(Recipe("ft", "warmup", (name,))) for name in LOSSES},
+    # the transformer recipe (chosen on a small ViT, benchmarks/vit_study.py) on the convnets
+    "families": {"convnet recipe (ResNet default)": recipe_command(RECOMMENDED),
+                 "transformer recipe": recipe_command(RECOMMENDED_TRANSFORMER)},
 }
 
 
@@ -77,12 +98,13 @@ class DefenseRunner:
         source, teacher_seconds, name = poisoned, 0.0, slug(command)
         finetune = _flag(command, "--finetune")
         if command[0] == "distill" and finetune not in (None, NO_FINETUNE) and _flag(command, "--student") != "raw":
-            teacher = self.run(attack, poisoned, teacher_command(finetune))
+            teacher_run = teacher_command(finetune, _values(command, "--finetune-option"))
+            teacher = self.run(attack, poisoned, teacher_run)
             if teacher is None:
                 return None
             source, teacher_seconds = teacher
-            command = _with_flag(command, "--finetune", NO_FINETUNE)
-            name = f"{slug(teacher_command(finetune))}_then_{slug(command)}"
+            command = _without(_with_flag(command, "--finetune", NO_FINETUNE), "--finetune-option")
+            name = f"{slug(teacher_run)}_then_{slug(command)}"
         arch = "" if self.args.arch == "resnet18-cifar-w16" else f"_{self.args.arch}"  # the default keeps old keys
         out = self.args.out_dir / f"defense_{attack}_{self.args.downstream}{arch}_{name}.safetensors"
         timing = out.with_suffix(".seconds")
