@@ -69,12 +69,17 @@ COMMANDS = {
     "distill": lambda src: ["distill", str(src), "--clean-fraction", "0.5", "--epochs", "2", "--batch-size", "16",
                             "--finetune-option", "epochs=1", "--finetune-option", "batch_size=16",
                             "-o", "warmup_epochs=1", "--loss", "afd"],
+    # two rounds of 5 steps with a trigger search before each (writes at 2, 4, end; 2, 4, end): a resume
+    # in the second round replays the first round's end and its search on the restored student
+    "distill-unlearn": lambda src: ["distill", str(src), "--clean-fraction", "0.5", "--epochs", "2", "--batch-size",
+                                    "16", "--finetune", "none", "--student", "raw", "--loss", "sp",
+                                    "-o", "inverted_prob=0.5", "-o", "inversion_rounds=2", "-o", "inversion_steps=3"],
 }
 
 
 @pytest.mark.parametrize("name, interrupt_at", [
     ("pretrain", 3), ("poison-drupe", 2), ("purify-moth", 2), ("purify-anp", 3),
-    ("distill", 2), ("distill", 4), ("distill", 6),
+    ("distill", 2), ("distill", 4), ("distill", 6), ("distill-unlearn", 4),
 ])
 def test_interrupted_run_resumes_to_identical_bytes(name, interrupt_at, encoder_file, tmp_path, monkeypatch):
     args = [*COMMANDS[name](encoder_file), "--data", TINY, "--quiet", "--checkpoint-every", "2"]

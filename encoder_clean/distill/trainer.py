@@ -26,8 +26,8 @@ from encoder_clean.errors import UserError
 from encoder_clean.pretrain import nt_xent
 from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator, fused, take
 from encoder_clean.training import EpochBatcher, run_steps
-from encoder_clean.triggers import PatchTrigger
 from encoder_clean.training.loop import warmup_cosine
+from encoder_clean.triggers import PatchTrigger
 
 TriggerSearch = Callable[[Encoder, int], "list[PatchTrigger]"]  # (student, round) -> newly inverted triggers
 
