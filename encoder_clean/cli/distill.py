@@ -23,7 +23,6 @@ from encoder_clean.errors import UserError
 from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
 
 
-
 def _defaults(part: str) -> str:
     """One recipe part of every family, for --help: 'convnet: ft, transformer: ft'."""
     return ", ".join(f"{family}: {' '.join(getattr(recipe, part)) if part == 'losses' else getattr(recipe, part)}"
@@ -60,8 +59,9 @@ def distill(
 
     With no options this runs the recommended recipe for the teacher's family: convolutional encoders
     and vision transformers each have their own (benchmarks/defense_study.py and benchmarks/vit_study.py
-    measure them against the alternatives). Student, teacher defense and losses combine freely; each --loss applies to the
-    layer taps it names (default: all layer taps for map losses, the embedding for feature losses).
+    measure them against the alternatives). Student, teacher defense and losses combine freely; each
+    --loss applies to the layer taps it names (default: all layer taps for map losses, the embedding
+    for feature losses).
     """
     output = Output(json_path, quiet)
     if out_format not in FORMATS:
