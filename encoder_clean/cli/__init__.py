@@ -19,6 +19,7 @@ app = typer.Typer(
     help="Audit and clean pre-trained self-supervised image encoders of backdoors.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstring paragraphs reflow to the terminal width
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
