@@ -93,6 +93,20 @@ def single_cpu_thread(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@contextlib.contextmanager
+def mode_kept(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Within the block the caller may switch `module` to eval mode or freeze its parameters; on the way
+    out its training mode and every parameter's requires_grad flag are as they were before."""
+    was_training = module.training
+    flags = [p.requires_grad for p in module.parameters()]
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+        for parameter, flag in zip(module.parameters(), flags):
+            parameter.requires_grad_(flag)
+
+
 RESIDENT_SHARE = 0.5  # of the GPU's free memory that a dataset may take on the device
 
 

@@ -1,7 +1,8 @@
-"""Precision switches: bf16 on the CPU only inside `cpu_bf16`, and only where the CPU supports it."""
+"""Precision switches: bf16 on the CPU only inside `cpu_bf16`, and only where the CPU supports it; `mode_kept`."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from encoder_clean import runtime
@@ -31,3 +32,13 @@ def test_cpu_bf16_can_be_declined_and_restores_on_error():
     except RuntimeError:
         pass
     assert _dtype_under_autocast() == torch.float32
+
+
+def test_mode_kept_restores_training_mode_and_gradient_flags_even_on_error():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)).train()
+    model[1].weight.requires_grad_(False)
+    with pytest.raises(RuntimeError):
+        with runtime.mode_kept(model):
+            model.eval().requires_grad_(False)
+            raise RuntimeError("interrupted")
+    assert model.training and [p.requires_grad for p in model.parameters()] == [True, True, False, True]

@@ -35,7 +35,7 @@ from encoder_clean.defenses.registry import Defense, DefenseInputs, DefenseOutco
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
 from encoder_clean.pretrain import nt_xent
-from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator, fused
+from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator, fused, mode_kept
 from encoder_clean.training import EpochBatcher, run_steps
 
 Tensor = torch.Tensor
@@ -175,17 +175,11 @@ def optimize_masks(encoder: Encoder, images: Tensor, config: ANPConfig, g: torch
         if observe is not None:
             observe(masks.detach())
 
-    flags = [p.requires_grad for p in encoder.parameters()]
-    was_training = encoder.training
-    encoder.eval()  # BatchNorm on its running statistics
-    encoder.requires_grad_(False)  # gradients flow to the masks only
-    try:
+    with mode_kept(encoder):
+        encoder.eval()  # BatchNorm on its running statistics
+        encoder.requires_grad_(False)  # gradients flow to the masks only
         history = run_steps(step, optimizer, config.steps, progress=progress, description="ANP masks",
                             state={"masks": masks, "generator": g, "batches": batches}, after_step=clip)
-    finally:
-        for parameter, flag in zip(encoder.parameters(), flags):
-            parameter.requires_grad_(flag)
-        encoder.train(was_training)
     return masks.detach(), history
 
 

@@ -31,24 +31,15 @@ def invert_triggers(encoder: Encoder, images: Tensor, count: int, *, device: tor
                     progress: Progress = NULL_PROGRESS) -> list[PatchTrigger]:
     """`count` triggers inverted from `encoder` on uint8 `images`, each search from its own seed, with
     `config` (default: the scanner's `encoder-clean` preset) and its number of `steps` when given.
-
-    The encoder is left as it was (training mode and gradient flags restored)."""
+    The encoder's training mode and gradient flags are left as they were (`invert_trigger` keeps them)."""
     config = config or get_preset("encoder-clean").config
     if steps is not None:
         config = replace(config, steps=steps)
-    was_training = encoder.training
-    flags = [p.requires_grad for p in encoder.parameters()]
-    try:
-        triggers = []
-        for index in range(count):
-            found = invert_trigger(encoder, images, config, device=device, seed=seed + 7919 * index,
-                                   progress=progress)
-            triggers.append(PatchTrigger(f"inverted-{index}", found.pattern, found.mask))
-        return triggers
-    finally:
-        encoder.train(was_training)
-        for parameter, flag in zip(encoder.parameters(), flags):
-            parameter.requires_grad_(flag)
+    triggers = []
+    for index in range(count):
+        found = invert_trigger(encoder, images, config, device=device, seed=seed + 7919 * index, progress=progress)
+        triggers.append(PatchTrigger(f"inverted-{index}", found.pattern, found.mask))
+    return triggers
 
 
 def stack_triggers(triggers: Sequence[PatchTrigger], device: torch.device) -> tuple[Tensor, Tensor]:

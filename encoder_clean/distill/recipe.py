@@ -23,6 +23,7 @@ from encoder_clean.distill.trainer import DistillConfig, distill
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.options import apply_options, describe_options
 from encoder_clean.runtime import NULL_PROGRESS, Progress
+from encoder_clean.triggers import PatchTrigger
 
 NO_FINETUNE = "none"
 
@@ -91,7 +92,7 @@ def clean_with_distillation(poisoned: Encoder, clean_images: torch.Tensor, clean
         stats["finetune"] = outcome.stats
     found: list[float] = []
 
-    def find_triggers(encoder, round_index: int) -> list:
+    def find_triggers(encoder: Encoder, round_index: int) -> list[PatchTrigger]:
         triggers = invert_triggers(encoder, clean_images, config.inverted_triggers, device=device,
                                    seed=seed + 1009 * round_index, steps=config.inversion_steps, progress=progress)
         found.extend(round(float(t.mask.amax(0).mean()), 5) for t in triggers)

@@ -141,7 +141,7 @@ def distill(teacher: Encoder, student: Encoder, images: torch.Tensor, specs: Seq
     aug = augmentation(config.augment)
     batches = iter(batcher)
     bank = list(triggers)
-    stamps = {"now": stack_triggers(bank, device) if bank else None}  # replaced between rounds
+    stamps = stack_triggers(bank, device) if bank else None  # rebound between rounds; `step` reads the latest
 
     def step(_: int):
         batch = take(images, next(batches), device)
@@ -151,7 +151,7 @@ def distill(teacher: Encoder, student: Encoder, images: torch.Tensor, specs: Seq
         if config.patch_prob > 0:
             student_views = random_patches(views, g, config.patch_prob, config.patch_min, config.patch_max)
         if config.inverted_prob > 0:
-            student_views = stamp_some(student_views, *stamps["now"], config.inverted_prob, g)
+            student_views = stamp_some(student_views, *stamps, config.inverted_prob, g)
         with torch.no_grad(), autocast(device):
             t_features, t_maps = teacher.features_with_taps(views, terms.taps)
         with autocast(device):
@@ -171,7 +171,7 @@ def distill(teacher: Encoder, student: Encoder, images: torch.Tensor, specs: Seq
     for index, steps in enumerate(split_evenly(total, rounds)):
         if index > 0:
             bank += find_triggers(student, index)
-            stamps["now"] = stack_triggers(bank, device)
+            stamps = stack_triggers(bank, device)
             student.train()
         label = f"distilling (round {index + 1}/{rounds})" if rounds > 1 else "distilling"
         history += run_steps(step, optimizer, steps, scheduler=scheduler, progress=progress, description=label,

@@ -26,7 +26,7 @@ from encoder_clean.data.augment import to_float
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
 from encoder_clean.evaluate.features import extract_features
-from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator
+from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator, mode_kept
 from encoder_clean.triggers import PatchTrigger
 
 
@@ -95,14 +95,19 @@ def _logit(p: float) -> float:
 
 def invert_trigger(encoder: Encoder, shadow: Tensor, config: InversionConfig, *, device: torch.device,
                    seed: int, progress: Progress = NULL_PROGRESS) -> Inversion:
-    """Search for the smallest universal trigger of `encoder` on uint8 `shadow` images (N, 3, H, W)."""
+    """Search for the smallest universal trigger of `encoder` on uint8 `shadow` images (N, 3, H, W).
+
+    The encoder is moved to `device`; its training mode and gradient flags are left as they were."""
     config.check()
     if len(shadow) < 2:
         raise UserError(f"scan needs at least 2 shadow images, got {len(shadow)}")
-    encoder = encoder.to(device).eval()
     shadow = shadow.to(device)  # uint8 and small: resident, so batches are gathered without host syncs
-    for parameter in encoder.parameters():
-        parameter.requires_grad_(False)
+    with mode_kept(encoder.to(device)):  # evaluated and frozen for the search, then as the caller had it
+        return _search(encoder.eval().requires_grad_(False), shadow, config, device, seed, progress)
+
+
+def _search(encoder: Encoder, shadow: Tensor, config: InversionConfig, device: torch.device, seed: int,
+            progress: Progress) -> Inversion:
     size, restarts = encoder.image_size, config.restarts
     g = device_generator(device, seed)
     baseline = stamped_similarity(encoder, shadow, None, device)
