@@ -3,11 +3,12 @@
 Runs the real commands as a user would: pre-trains (or reuses) a clean encoder on one built-in family,
 poisons it with each attack (its `fast` preset) using target-class references from the downstream
 family, and evaluates the clean and the poisoned encoders on the downstream family with the attack's
-trigger (linear probe, target class 0). Downstream on the other family is the papers' cross-dataset
+trigger (linear probe, target class 0 unless `--target-class` says otherwise). Downstream on the other family is the papers' cross-dataset
 setting; on the same family, the references come from the pre-training data itself.
 
     python benchmarks/attacks.py [--pretrain-family shapes] [--downstream glyphs shapes]
         [--attacks badencoder drupe bassl ctrl] [--arch resnet18-cifar-w16] [--device cpu]
+        [--seeds 0 1 2] [--trigger bassl=checkerboard] [--option bassl:placement=random]
 
 Targets (issue #3): BadEncoder and DRUPE ASR >= 95%, BASSL and CTRL ASR >= 80%, ACC within 3 points of
 the clean encoder.
@@ -27,7 +28,6 @@ ATTACKS = ("badencoder", "drupe", "bassl", "ctrl")
 TRIGGERS = {"badencoder": "white-square", "drupe": "white-square", "bassl": "white-square", "ctrl": "ctrl"}
 ASR_TARGET = {"badencoder": 95.0, "drupe": 95.0, "bassl": 80.0, "ctrl": 80.0}
 ACC_TOLERANCE = 3.0
-TARGET_CLASS = 0
 
 
 def cli(*args: str, device: str, ok: tuple[int, ...] = (0,)) -> dict:
@@ -62,8 +62,23 @@ def main() -> None:
     parser.add_argument("--arch", default="resnet18-cifar-w16")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache"))
+    parser.add_argument("--target-class", type=int, default=0,
+                        help="the attacks' target class; run two to check that a backdoor follows its target "
+                             "rather than a class the trigger lands in by itself")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0],
+                        help="poison once per seed (the victim's SimCLR seed for BASSL/CTRL)")
+    parser.add_argument("--trigger", action="append", default=[], metavar="ATTACK=SPEC",
+                        help="use SPEC as ATTACK's trigger (default: " +
+                        ", ".join(f"{a} {t}" for a, t in TRIGGERS.items()) + ")")
+    parser.add_argument("--option", action="append", default=[], metavar="ATTACK:KEY=VALUE",
+                        help="pass --option KEY=VALUE to ATTACK's poison command")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
+    triggers = {**TRIGGERS, **dict(item.split("=", 1) for item in args.trigger)}
+    options: dict[str, list[str]] = {attack: [] for attack in ATTACKS}
+    for item in args.option:
+        attack, setting = item.split(":", 1)
+        options[attack] += ["--option", setting]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     other = [f for f in FAMILIES if f != args.pretrain_family][0]
     downstream = args.downstream or [other, args.pretrain_family]
@@ -71,37 +86,50 @@ def main() -> None:
 
     rows = []
     for family in downstream:
-        poisoned: dict[str, tuple[Path, float]] = {}
-        for attack in args.attacks:
-            out = args.out_dir / f"poisoned_{attack}_{args.pretrain_family}_to_{family}_{args.arch}.safetensors"
-            started = time.perf_counter()
-            cli("poison", str(clean), "--attack", attack, "--trigger", TRIGGERS[attack], "--target-class",
-                str(TARGET_CLASS), "--data", f"builtin:{args.pretrain_family}", "--reference-data",
-                f"builtin:{family}", "--out", str(out), device=args.device)
-            poisoned[attack] = (out, time.perf_counter() - started)
-        for trigger in sorted({TRIGGERS[a] for a in args.attacks}):
-            attacks = [a for a in args.attacks if TRIGGERS[a] == trigger]
-            report = cli("evaluate", str(clean), *(str(poisoned[a][0]) for a in attacks), "--data",
-                         f"builtin:{family}", "--trigger", trigger, "--target-class", str(TARGET_CLASS),
-                         device=args.device)
-            base, *results = report["encoders"]
-            for attack, result in zip(attacks, results):
-                rows.append({"downstream": family, "attack": attack, "trigger": trigger,
-                             "clean_acc": base["acc"], "clean_asr": base["asr"], "acc": result["acc"],
-                             "asr": result["asr"], "asr_nontarget": result["asr_nontarget"],
-                             "poison_seconds": round(poisoned[attack][1], 1)})
+        for seed in args.seeds:
+            poisoned: dict[str, tuple[Path, float]] = {}
+            for attack in args.attacks:
+                suffix = ("" if seed == 0 else f"_s{seed}") + ("" if args.target_class == 0 else f"_t{args.target_class}")
+                out = args.out_dir / f"poisoned_{attack}_{args.pretrain_family}_to_{family}_{args.arch}{suffix}.safetensors"
+                started = time.perf_counter()
+                cli("poison", str(clean), "--attack", attack, "--trigger", triggers[attack], "--target-class",
+                    str(args.target_class), "--data", f"builtin:{args.pretrain_family}", "--reference-data",
+                    f"builtin:{family}", "--seed", str(seed), *options[attack], "--out", str(out),
+                    device=args.device)
+                poisoned[attack] = (out, time.perf_counter() - started)
+            for trigger in sorted({triggers[a] for a in args.attacks}):
+                attacks = [a for a in args.attacks if triggers[a] == trigger]
+                report = cli("evaluate", str(clean), *(str(poisoned[a][0]) for a in attacks), "--data",
+                             f"builtin:{family}", "--trigger", trigger, "--target-class", str(args.target_class),
+                             device=args.device)
+                base, *results = report["encoders"]
+                for attack, result in zip(attacks, results):
+                    rows.append({"downstream": family, "attack": attack, "trigger": trigger, "seed": seed,
+                                 "clean_acc": base["acc"], "clean_asr": base["asr"], "acc": result["acc"],
+                                 "asr": result["asr"], "asr_nontarget": result["asr_nontarget"],
+                                 "poison_seconds": round(poisoned[attack][1], 1)})
 
-    print(f"\n{args.arch}, pre-trained on builtin:{args.pretrain_family}, target class {TARGET_CLASS}, "
+    print(f"\n{args.arch}, pre-trained on builtin:{args.pretrain_family}, target class {args.target_class}, "
           f"linear probe, device {args.device}")
-    header = (f"{'downstream':<11}{'attack':<11}{'trigger':<13}{'clean ACC':>10}{'clean ASR':>10}{'ACC':>8}"
+    header = (f"{'downstream':<11}{'attack':<11}{'trigger':<16}{'seed':>5}{'clean ACC':>10}{'clean ASR':>10}{'ACC':>8}"
               f"{'dACC':>7}{'ASR':>8}{'ASR-nt':>8}{'poison s':>10}  targets")
     print(header)
     for row in rows:
         drop = row["acc"] - row["clean_acc"]
         met = row["asr"] >= ASR_TARGET[row["attack"]] and abs(drop) <= ACC_TOLERANCE
-        print(f"{row['downstream']:<11}{row['attack']:<11}{row['trigger']:<13}{row['clean_acc']:>10.2f}"
+        print(f"{row['downstream']:<11}{row['attack']:<11}{row['trigger']:<16}{row['seed']:>5}{row['clean_acc']:>10.2f}"
               f"{row['clean_asr']:>10.2f}{row['acc']:>8.2f}{drop:>+7.2f}{row['asr']:>8.2f}"
               f"{row['asr_nontarget']:>8.2f}{row['poison_seconds']:>10.1f}  {'met' if met else 'MISSED'}")
+    if len(args.seeds) > 1:
+        print(f"\nover seeds {' '.join(map(str, args.seeds))}:")
+        for family in downstream:
+            for attack in args.attacks:
+                group = [r for r in rows if r["downstream"] == family and r["attack"] == attack]
+                mean = {key: sum(r[key] for r in group) / len(group) for key in ("acc", "asr", "asr_nontarget")}
+                met = sum(r["asr"] >= ASR_TARGET[attack] and abs(r["acc"] - r["clean_acc"]) <= ACC_TOLERANCE
+                          for r in group)
+                print(f"{family:<11}{attack:<11}mean ACC {mean['acc']:.2f}  ASR {mean['asr']:.2f}  "
+                      f"ASR-nt {mean['asr_nontarget']:.2f}  targets met in {met}/{len(group)} seeds")
     if args.json_out:
         args.json_out.write_text(json.dumps(rows, indent=2))
 

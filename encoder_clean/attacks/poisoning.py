@@ -1,8 +1,10 @@
 """Data-poisoning attacks (BASSL, CTRL): build a poisoned pre-training set, then run ordinary SimCLR.
 
 The attacker contributes poisoned images to the victim's pre-training set: target-class images (from
-the reference data) carrying the trigger. They are appended to the clean set, so the victim trains on
-`clean + poisoned`; the batcher shuffles them in. `poison_rate` is their share of the clean set's size.
+the reference data) carrying the trigger. They take the places of randomly chosen clean images, as when
+an attacker's uploads make up a share of a scraped set: the set keeps its size, so the victim trains for
+as many steps as on the clean set and the poisoned encoder's ACC compares fairly with a clean one
+pre-trained the same way. `poison_rate` is their share of the set.
 """
 
 from __future__ import annotations
@@ -40,10 +42,17 @@ class DataPoisoningConfig:
 
 @dataclass
 class PoisonedSet:
-    images: Tensor  # uint8 (N + P, 3, H, W): the clean images followed by the P poisoned ones
-    poisoned: Tensor  # bool (N + P,): which images are poisoned
+    images: Tensor  # uint8 (N, 3, H, W): the clean set with P of its images replaced by poisoned ones
+    replaced: Tensor  # (P,) the indices of the replaced images, in the order the poisoned ones were made
     sources: Tensor  # (P,) index into the target-class images each poisoned image was made from
     positions: Tensor | None = None  # (P, 2) top-left (row, col) of a pasted patch, for patch attacks
+
+    @property
+    def poisoned(self) -> Tensor:
+        """bool (N,): which images are poisoned."""
+        mask = torch.zeros(len(self.images), dtype=torch.bool)
+        mask[self.replaced] = True
+        return mask
 
 
 def poison_count(rate: float, clean_count: int) -> int:
@@ -62,16 +71,17 @@ def choose_sources(count: int, available: int, g: torch.Generator) -> Tensor:
 
 def build_poisoned_set(shadow: Tensor, target_images: Tensor, rate: float, g: torch.Generator,
                        poison: Callable[[Tensor, torch.Generator], tuple[Tensor, Tensor | None]]) -> PoisonedSet:
-    """Append `poison(sources in [0, 1] at the shadow size, g) -> (poisoned [0, 1], positions)`."""
+    """Replace a `rate` share of the clean images, chosen at random, with
+    `poison(sources in [0, 1] at the shadow size, g) -> (poisoned [0, 1], positions)`."""
     size = int(shadow.shape[-1])
     count = poison_count(rate, len(shadow))
     sources = choose_sources(count, len(target_images), g)
     chosen = to_float(target_images[sources.to(target_images.device)], size)
     poisoned, positions = poison(chosen, g)
-    images = torch.cat([shadow, to_uint8(poisoned).to(shadow.device)])
-    mask = torch.zeros(len(images), dtype=torch.bool)
-    mask[len(shadow):] = True
-    return PoisonedSet(images, mask, sources, positions)
+    replaced = torch.randperm(len(shadow), generator=g, device=g.device).cpu()[:count]
+    images = shadow.clone()
+    images[replaced.to(shadow.device)] = to_uint8(poisoned).to(shadow.device)
+    return PoisonedSet(images, replaced, sources, positions)
 
 
 def run_data_poisoning(inputs: AttackInputs, config: DataPoisoningConfig, poison: PoisonFn,
@@ -94,5 +104,5 @@ def run_data_poisoning(inputs: AttackInputs, config: DataPoisoningConfig, poison
     stats = pretrain_simclr(encoder, poisoned.images, simclr, seed=inputs.seed, device=inputs.device,
                             progress=inputs.progress, description=description)
     used = inputs.target_images[torch.unique(poisoned.sources).to(inputs.target_images.device)]
-    return AttackOutcome({**stats, "poisoned_images": int(poisoned.poisoned.sum()),
+    return AttackOutcome({**stats, "poisoned_images": len(poisoned.replaced),
                           "training_images": len(poisoned.images)}, used)
