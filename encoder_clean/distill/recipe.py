@@ -82,6 +82,7 @@ def clean_with_distillation(poisoned: Encoder, clean_images: torch.Tensor, clean
     config.check()
     specs = [parse_loss_spec(text, poisoned.tap_names, poisoned.attention_taps) for text in losses]
     builder = get_student(student)
+    builder.check_arch(student_arch or poisoned.arch, poisoned.arch)  # the teacher keeps this architecture
     teacher = copy.deepcopy(poisoned)
     settings: dict[str, object] = {"finetune": finetune}
     stats: dict[str, object] = {}

@@ -42,6 +42,13 @@ class Student:
     name: str
     description: str
     build: Callable[[StudentInputs], Encoder]
+    copy_of: str | None = None  # "poisoned encoder" or "teacher" for a copy: its architecture is that one's
+
+    def check_arch(self, arch: str, encoder_arch: str) -> None:
+        """Refuse a `--student-arch` that a copy cannot have (before any training is spent)."""
+        if self.copy_of and arch != encoder_arch:
+            raise UserError(f"the {self.name} student is a copy of the {encoder_arch} {self.copy_of}; "
+                            f"--student-arch {arch} needs --student void or warmup")
 
 
 _STUDENTS: Registry[Student] = Registry("student")
@@ -60,18 +67,14 @@ def list_students() -> dict[str, Student]:
 
 
 def _raw(inputs: StudentInputs) -> Encoder:
-    if inputs.arch != inputs.poisoned.arch:
-        raise UserError(f"the raw student is a copy of the {inputs.poisoned.arch} encoder; "
-                        f"--student-arch {inputs.arch} needs --student void or warmup")
+    RAW.check_arch(inputs.arch, inputs.poisoned.arch)
     return copy.deepcopy(inputs.poisoned).add_head()
 
 
 def _teacher_copy(inputs: StudentInputs) -> Encoder:
     if inputs.teacher is None:
         raise UserError("the teacher student needs the teacher")
-    if inputs.arch != inputs.teacher.arch:
-        raise UserError(f"the teacher student is a copy of the {inputs.teacher.arch} teacher; "
-                        f"--student-arch {inputs.arch} needs --student void or warmup")
+    TEACHER.check_arch(inputs.arch, inputs.teacher.arch)
     return copy.deepcopy(inputs.teacher).requires_grad_(True).add_head().train()
 
 
@@ -95,7 +98,8 @@ def _warmup(inputs: StudentInputs) -> Encoder:
     return model
 
 
-register_student(Student("raw", "a copy of the poisoned encoder", _raw))
+RAW = register_student(Student("raw", "a copy of the poisoned encoder", _raw, copy_of="poisoned encoder"))
 register_student(Student("void", "a randomly initialised encoder", _void))
-register_student(Student("teacher", "a copy of the teacher after --finetune (self-distillation)", _teacher_copy))
+TEACHER = register_student(Student("teacher", "a copy of the teacher after --finetune (self-distillation)",
+                                   _teacher_copy, copy_of="teacher"))
 register_student(Student("warmup", "random init, briefly trained with SimCLR on the clean subset", _warmup))

@@ -113,3 +113,18 @@ def test_each_family_gets_its_recipe(tiny_encoder):
     vit = create_encoder("vit-p4-d4-w64")
     assert recommended_for(tiny_encoder) is RECOMMENDED and recommended_for(vit) is RECOMMENDED_TRANSFORMER
     assert RECOMMENDED_TRANSFORMER.student == "teacher" and "epochs=150" in RECOMMENDED_TRANSFORMER.finetune_options
+
+
+@pytest.mark.parametrize("student", ["raw", "teacher"])
+def test_a_copied_student_refuses_another_arch_before_the_teacher_is_fine_tuned(student, tiny_encoder, tiny_data,
+                                                                                monkeypatch):
+    import encoder_clean.distill.recipe as recipe_module
+
+    def no_fine_tuning(*args, **kwargs):
+        raise AssertionError("the teacher was fine-tuned before the student's architecture was checked")
+
+    monkeypatch.setattr(recipe_module, "run_defense", no_fine_tuning)
+    clean = tiny_data.clean_subset(0.2)
+    with pytest.raises(UserError, match="needs --student void or warmup"):
+        clean_with_distillation(tiny_encoder, clean.images, clean.labels, tiny_data.num_classes, finetune="ft",
+                                student=student, losses=["at"], student_arch="resnet18-cifar-w16", device=CPU, seed=0)
