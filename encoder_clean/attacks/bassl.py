@@ -140,7 +140,8 @@ def run_bassl(inputs: AttackInputs, config: BasslConfig) -> AttackOutcome:
 
 register_attack(Attack(
     "bassl",
-    "poison pre-training data: trigger pasted at random positions on target-class images (Saha et al., CVPR 2022)",
+    ("poison pre-training data: trigger pasted at random positions on target-class images (Saha et al., "
+     "CVPR 2022); placement=apart for CorruptEncoder's layout (Zhang et al., CVPR 2024)"),
     {"fast": BasslConfig(poison_rate=0.1), "published": BasslConfig(poison_rate=0.005)},
     run_bassl,
     default_trigger="white-square",
