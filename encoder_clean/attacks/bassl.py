@@ -32,6 +32,13 @@ def patch_of(trigger: PatchTrigger) -> tuple[Tensor, Tensor]:
     return trigger.pattern[box], trigger.mask[box]
 
 
+def paste_patch(image: Tensor, pattern: Tensor, mask: Tensor, row: int, col: int) -> None:
+    """Blend the (C, h, w) patch into one (C, H, W) image in place, its top-left corner at (row, col)."""
+    h, w = pattern.shape[-2:]
+    region = image[:, row:row + h, col:col + w]
+    image[:, row:row + h, col:col + w] = region * (1 - mask) + pattern * mask
+
+
 def paste_at_random(images: Tensor, pattern: Tensor, mask: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
     """Paste the (C, h, w) patch onto each [0, 1] image at a uniformly random position.
 
@@ -46,8 +53,7 @@ def paste_at_random(images: Tensor, pattern: Tensor, mask: Tensor, g: torch.Gene
     out = images.clone()
     pattern, mask = pattern.to(images), mask.to(images)
     for i, (row, col) in enumerate(zip(rows.tolist(), cols.tolist())):  # one-off, a few hundred images
-        region = out[i, :, row:row + h, col:col + w]
-        out[i, :, row:row + h, col:col + w] = region * (1 - mask) + pattern * mask
+        paste_patch(out[i], pattern, mask, row, col)
     return out, torch.stack([rows, cols], dim=1)
 
 
@@ -99,8 +105,7 @@ def place_apart(objects: Tensor, backgrounds: Tensor, pattern: Tensor, mask: Ten
     for i, (edge, r) in enumerate(zip(edges, draws)):  # one-off, a few hundred images
         (top, left), (row, col) = apart_layout(edge, size, side, (h, w), r)
         out[i, :, top:top + side, left:left + side] = small[i]
-        region = out[i, :, row:row + h, col:col + w]
-        out[i, :, row:row + h, col:col + w] = region * (1 - mask) + pattern * mask
+        paste_patch(out[i], pattern, mask, row, col)
         positions.append((row, col))
     return out, torch.tensor(positions, dtype=torch.long).view(-1, 2)
 
