@@ -31,7 +31,7 @@ from encoder_clean.defenses.registry import Defense, DefenseInputs, DefenseOutco
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
 from encoder_clean.evaluate.probe import Standardize
-from encoder_clean.runtime import autocast, device_generator, fused, single_cpu_thread
+from encoder_clean.runtime import autocast, device_generator, fused, mode_kept, single_cpu_thread
 from encoder_clean.training import EpochBatcher, run_steps
 
 Tensor = torch.Tensor
@@ -222,8 +222,6 @@ def _run_moth(inputs: DefenseInputs, config: MOTHConfig) -> DefenseOutcome:
     by_class = {c: torch.nonzero(labels == c).flatten() for c in present.tolist()}
     pairs = choose_pairs(present, config.epochs, g)
 
-    flags = [p.requires_grad for p in encoder.parameters()]
-    encoder.requires_grad_(True)
     parameters = [p for p in encoder.parameters()] + list(probe.parameters())
     optimizer = torch.optim.Adam(parameters, lr=config.lr, **fused(device))
     batches = iter(EpochBatcher(len(images), config.batch_size, g, device))
@@ -251,18 +249,19 @@ def _run_moth(inputs: DefenseInputs, config: MOTHConfig) -> DefenseOutcome:
 
     total = len(pairs) * config.harden_steps
     try:
-        history = run_steps(step, optimizer, total, progress=inputs.progress, description="MOTH hardening",
-                            state={"encoder": encoder, "probe": probe, "generator": g, "batches": batches,
-                                   "hardening": hardening}, log_every=config.harden_steps)
-        recheck = []
-        for source, target in pairs[:config.recheck_pairs]:
-            chosen = _sample(by_class[source], config.batch_size, g)
-            trigger, flip = invert_trigger(encoder, probe, to_float(images[chosen], size), target, config, g, device)
-            recheck.append({"size": trigger.size(), "flip": flip})
+        with mode_kept(encoder):  # the gradient flags go back as they were; the encoder ends in eval mode
+            encoder.requires_grad_(True)
+            history = run_steps(step, optimizer, total, progress=inputs.progress, description="MOTH hardening",
+                                state={"encoder": encoder, "probe": probe, "generator": g, "batches": batches,
+                                       "hardening": hardening}, log_every=config.harden_steps)
+            recheck = []
+            for source, target in pairs[:config.recheck_pairs]:
+                chosen = _sample(by_class[source], config.batch_size, g)
+                trigger, flip = invert_trigger(encoder, probe, to_float(images[chosen], size), target, config,
+                                               g, device)
+                recheck.append({"size": trigger.size(), "flip": flip})
     finally:
         encoder.zero_grad(set_to_none=True)
-        for parameter, flag in zip(encoder.parameters(), flags):
-            parameter.requires_grad_(flag)
         encoder.eval()
 
     def mean(values: list[float]) -> float | None:
