@@ -39,9 +39,12 @@ def test_registered():
 
 def test_hardening_changes_weights_not_batchnorm_statistics(tiny_data):
     encoder = _encoder()
+    next(encoder.parameters()).requires_grad_(False)  # a caller's frozen parameter stays frozen
+    flags = [p.requires_grad for p in encoder.parameters()]
     before = copy.deepcopy(encoder.state_dict())
     outcome = moth.run_moth(_inputs(encoder, tiny_data), FAST)
     after = encoder.state_dict()
+    assert [p.requires_grad for p in encoder.parameters()] == flags
     statistics = [k for k in before if "running" in k or "num_batches_tracked" in k]
     assert statistics
     for key in statistics:
