@@ -50,17 +50,14 @@ def covered(windows: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
 def layout_boxes(layout: str, object_scale: float, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(object boxes, patch boxes), each (n, 4)."""
     u = torch.rand(n, 3, generator=g, dtype=torch.float64)
+    patch = torch.full((n,), PATCH, dtype=torch.float64)
     if layout == "random":
         objects = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64).expand(n, 4)
-        patches = torch.stack([u[:, 0] * (1 - PATCH), u[:, 1] * (1 - PATCH),
-                               torch.full((n,), PATCH, dtype=torch.float64), torch.full((n,), PATCH, dtype=torch.float64)], 1)
-        return objects, patches
+        return objects, torch.stack([u[:, 0] * (1 - PATCH), u[:, 1] * (1 - PATCH), patch, patch], 1)
     side = torch.full((n,), object_scale, dtype=torch.float64)
     objects = torch.stack([torch.zeros(n, dtype=torch.float64), u[:, 0] * (1 - object_scale), side, side], 1)
     free = 1 - object_scale - PATCH
-    patches = torch.stack([object_scale + u[:, 1] * free, u[:, 2] * (1 - PATCH),
-                           torch.full((n,), PATCH, dtype=torch.float64), torch.full((n,), PATCH, dtype=torch.float64)], 1)
-    return objects, patches
+    return objects, torch.stack([object_scale + u[:, 1] * free, u[:, 2] * (1 - PATCH), patch, patch], 1)
 
 
 def separated_pairs(augment: str, layout: str, object_scale: float, pairs: int, seed: int = 0) -> dict[str, float]:
