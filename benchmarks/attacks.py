@@ -74,6 +74,9 @@ def main() -> None:
                         help="pass --option KEY=VALUE to ATTACK's poison command")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
+    for item, separator in [*((t, "=") for t in args.trigger), *((o, ":") for o in args.option)]:
+        if item.partition(separator)[0] not in ATTACKS or not item.partition(separator)[2]:
+            parser.error(f"{item!r}: expected ATTACK{separator}... with ATTACK one of {', '.join(ATTACKS)}")
     triggers = {**TRIGGERS, **dict(item.split("=", 1) for item in args.trigger)}
     options: dict[str, list[str]] = {attack: [] for attack in ATTACKS}
     for item in args.option:
