@@ -21,13 +21,14 @@ from functools import lru_cache
 import torch
 
 from encoder_clean.errors import UserError
-from encoder_clean.triggers import Trigger, register_trigger_kind
+from encoder_clean.trigger_base import Trigger
 
 Tensor = torch.Tensor
 
 KIND = "ctrl"
 DEFAULT_MAGNITUDE = 100.0
 DEFAULT_WINDOW = 32
+CTRL_USAGE = "ctrl[:MAGNITUDE[:WINDOW]]"
 MIN_WINDOW = 4  # below this one of the two frequencies would be the DC term
 CTRL_DESCRIPTION = ("CTRL frequency trigger: +MAG on two high DCT frequencies of the Cb/Cr chroma in every "
                     "WINDOW block; ctrl[:MAG[:WINDOW]] (defaults 100, 32)")
@@ -137,7 +138,7 @@ class FrequencyTrigger(Trigger):
 
 
 def load_ctrl_trigger(spec: str, rest: str, image_size: int) -> FrequencyTrigger:
-    """Loader for `ctrl[:MAGNITUDE[:WINDOW]]` (registered as TRIGGER_KINDS["ctrl"])."""
+    """Loader for `ctrl[:MAGNITUDE[:WINDOW]]` (encoder_clean.triggers registers it under `ctrl`)."""
     usage = "expected ctrl[:MAGNITUDE[:WINDOW]], e.g. ctrl:100:32"
     parts = rest.split(":") if ":" in spec else []
     if len(parts) > 2:
@@ -166,5 +167,3 @@ def load_ctrl_trigger(spec: str, rest: str, image_size: int) -> FrequencyTrigger
             raise UserError(f"trigger {spec}: images of {image_size} px are too small (need {MIN_WINDOW} px)")
     return FrequencyTrigger(spec, magnitude, window, image_size)
 
-
-register_trigger_kind(KIND, load_ctrl_trigger, "ctrl[:MAGNITUDE[:WINDOW]]", CTRL_DESCRIPTION)

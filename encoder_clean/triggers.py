@@ -24,23 +24,13 @@ import numpy as np
 import torch
 
 from encoder_clean.errors import UserError, first_line
+from encoder_clean.frequency_trigger import CTRL_DESCRIPTION, CTRL_USAGE, KIND as CTRL_KIND, load_ctrl_trigger
+from encoder_clean.trigger_base import Trigger
 
 Tensor = torch.Tensor
-PAPER_PATCH = 10  # the 10x10 white square at 32 px (REFERENCE.md)
+PAPER_PATCH = 10  # the 10x10 white square at 32 px (BadEncoder, Jia et al., IEEE S&P 2022)
 PAPER_PATCH_224 = 50
 MARGIN = 1
-
-
-class Trigger:
-    """Base class: something that turns clean images into triggered ones."""
-
-    spec: str
-
-    def stamp(self, images: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def describe(self) -> dict[str, object]:
-        return {"spec": self.spec}
 
 
 @dataclass
@@ -280,4 +270,5 @@ def trigger_help() -> dict[str, str]:
     """Every accepted trigger form (usage -> description): built-ins, registered kinds, files."""
     return {**builtin_trigger_names(), **dict(_KIND_HELP.values()), **FILE_TRIGGERS}
 
-from encoder_clean import frequency_trigger as _frequency_trigger  # noqa: E402,F401  (registers "ctrl")
+
+register_trigger_kind(CTRL_KIND, load_ctrl_trigger, CTRL_USAGE, CTRL_DESCRIPTION)

@@ -8,6 +8,7 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional
 
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgressBar, TextColumn, TimeElapsedColumn
 
 from encoder_clean.data.dataset import Split
+from encoder_clean.data.sampling import clean_subset, fraction_count
 from encoder_clean.data.specs import load_data
 from encoder_clean.encoders.io import LoadedEncoder
 from encoder_clean.errors import EncoderCleanError, UserError, first_line
@@ -36,7 +38,8 @@ ArchOption = Annotated[Optional[str], typer.Option(
 DataOption = Annotated[str, typer.Option(
     "--data", metavar="SPEC", help="Data: builtin[:shapes|glyphs], cifar10:ROOT, stl10:ROOT, gtsrb:ROOT, svhn:ROOT, folder:ROOT, npz:PATH.")]
 CleanFractionOption = Annotated[float, typer.Option(
-    "--clean-fraction", help="Share of the training split the defender holds clean (its first images).")]
+    "--clean-fraction", help="Share of the training split the defender holds clean: a class-balanced sample "
+    "drawn by --seed from the images themselves, whatever order the files are in.")]
 ResumeOption = Annotated[bool, typer.Option(
     "--resume", help="Continue an interrupted run from the checkpoint it left beside --out (OUT.resume.pt); "
     "the same inputs and settings give the same output as an uninterrupted run. Without a checkpoint, start afresh.")]
@@ -204,11 +207,23 @@ def resumable(out: Path, resume: bool, every: str, identity: str) -> Iterator[Jo
     journal.discard()
 
 
-def defender_data(spec: str, fraction: float, device: torch.device) -> tuple[Split, int]:
-    """The defender's clean subset of `spec` (first `fraction` of the training split) and the class count.
-    Only this subset goes to a defense: never the test split."""
-    dataset = load_data(spec)
-    return dataset.clean_subset(fraction).to(device), dataset.num_classes
+@dataclass
+class DefenderData:
+    """The defender's clean subset on the compute device, the class count, and what the sample was."""
+
+    split: Split
+    num_classes: int
+    sample: dict[str, object]  # size, seed, per-class counts and hash, for JSON and checkpoint metadata
+
+
+def defender_data(spec: str, fraction: float, device: torch.device, seed: int,
+                  progress: Progress = NULL_PROGRESS) -> DefenderData:
+    """The defender's clean subset of `spec`: a seeded, class-balanced `fraction` of the training split
+    (encoder_clean.data.sampling). Only this subset goes to a defense: never the test split."""
+    fraction_count(1, fraction)  # the flag's range, checked before the data is read
+    dataset = load_data(spec, progress)
+    sample = clean_subset(dataset, fraction, seed)
+    return DefenderData(sample.split.to(device), dataset.num_classes, sample.describe(dataset.class_names))
 
 
 def inherited_attack(loaded: LoadedEncoder) -> dict[str, object]:

@@ -22,6 +22,7 @@ from encoder_clean.attacks import AttackInputs, get_attack
 from encoder_clean.attacks.registry import image_hashes
 from encoder_clean.cli.common import DeviceOption, JsonOption, Output, QuietOption, SeedOption, handle_errors
 from encoder_clean.cli.pretrain import DEFAULT_ARCH
+from encoder_clean.data.sampling import clean_subset
 from encoder_clean.data.specs import load_data
 from encoder_clean.distill.recipe import clean_with_distillation, recommended_for
 from encoder_clean.encoders import create_encoder
@@ -105,7 +106,7 @@ def _run(out_dir: Path, torch_device: torch.device, seed: int, output: Output, b
         "references_sha256": image_hashes(outcome.references), "attack_settings": describe_options(config)})
 
     started = time.perf_counter()
-    defender = pretraining.clean_subset(CLEAN_FRACTION).to(torch_device)
+    defender = clean_subset(pretraining, CLEAN_FRACTION, seed).split.to(torch_device)
     recipe = recommended_for(poisoned)
     result = clean_with_distillation(poisoned, defender.images, defender.labels, pretraining.num_classes,
                                      finetune=recipe.finetune, student=recipe.student, losses=recipe.losses,

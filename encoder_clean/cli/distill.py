@@ -93,13 +93,15 @@ def distill(
     with resumable(out, resume, checkpoint_every, identity):
         model = prepare_model(loaded.encoder, torch_device)
         check_room(out, model)
-        clean, num_classes = defender_data(data, clean_fraction, torch_device)
+        defender = defender_data(data, clean_fraction, torch_device, seed, output.progress())
+        clean, num_classes = defender.split, defender.num_classes
         result = clean_with_distillation(model, clean.images, clean.labels, num_classes, finetune=finetune,
                                          student=student, losses=losses, options=assignments,
                                          finetune_options=finetune_assignments, student_arch=student_arch,
                                          device=torch_device, seed=seed, progress=output.progress())
         settings = {"command": "distill", "defense": "distill", **result.settings, "data": data,
-                    "clean_fraction": clean_fraction, "clean_images": len(clean), "seed": seed,
+                    "clean_fraction": clean_fraction, "clean_images": len(clean), "clean_sample": defender.sample,
+                    "seed": seed,
                     **inherited_attack(loaded)}
         provenance = {"parent_sha256": loaded.sha256, "settings": settings,
                       "produced_by": produced_by(command_line("distill", recipe))}
@@ -111,4 +113,4 @@ def distill(
                          f"teacher defense {finetune}, {len(clean)} clean images, {output.seconds:.1f} s, "
                          f"sha256 {sha[:12]})", soft_wrap=True)
     output.emit_json({"out": str(out), "sha256": sha, "seconds": output.seconds, **result.settings,
-                      "clean_images": len(clean), **result.stats})
+                      "clean_images": len(clean), "clean_sample": defender.sample, **result.stats})

@@ -46,7 +46,7 @@ def evaluate(
     seed_everything(seed)
     loaded = [load_encoder(source, arch=arch, device="cpu") for source in encoders]
     trigger_spec, target = _attack_settings(loaded, trigger, target_class)
-    dataset = load_data(data)
+    dataset = load_data(data, output.progress())
     rows = []
     for item in loaded:
         encoder = prepare_model(item.encoder, torch_device)

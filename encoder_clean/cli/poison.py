@@ -64,7 +64,7 @@ def poison(
     check_room(out, model)
     trigger_spec = trigger or spec.default_trigger
     load_trigger(trigger_spec, model.image_size)  # fail on a bad trigger before any long work
-    shadow = load_data(data)
+    shadow = load_data(data, output.progress())
     references = shadow if reference_data in (None, data) else load_data(reference_data)
     if not 0 <= target_class < references.num_classes:
         raise UserError(f"--target-class {target_class} is outside 0..{references.num_classes - 1} "

@@ -53,7 +53,7 @@ def pretrain(
               "seed": seed}
     with resumable(out, resume, checkpoint_every, run_identity("pretrain", recipe)):
         seed_everything(seed)
-        dataset = load_data(data)
+        dataset = load_data(data, output.progress())
         encoder = prepare_model(create_encoder(arch), torch_device)
         check_room(out, encoder)
         config = SimCLRConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augmentation(augment))

@@ -59,15 +59,17 @@ def purify(
     with resumable(out, resume, checkpoint_every, run_identity("purify", recipe, loaded.sha256)):
         model = prepare_model(loaded.encoder, torch_device)
         check_room(out, model)
-        clean, num_classes = defender_data(data, clean_fraction, torch_device)
+        defender = defender_data(data, clean_fraction, torch_device, seed, output.progress())
+        clean, num_classes = defender.split, defender.num_classes
         config, outcome = run_defense(method, DefenseInputs(model, clean.images, clean.labels, num_classes,
                                                             torch_device, seed, output.progress()), assignments)
         settings = {"command": "purify", "defense": method, "defense_settings": describe_options(config),
-                    "data": data, "clean_fraction": clean_fraction, "clean_images": len(clean), "seed": seed,
+                    "data": data, "clean_fraction": clean_fraction, "clean_images": len(clean), "clean_sample": defender.sample,
+                    "seed": seed,
                     **outcome.extra_metadata, **inherited_attack(loaded)}
         sha = save_encoder(model, out, parent_sha256=loaded.sha256, settings=settings,
                            produced_by=produced_by(command_line("purify", recipe)))
     output.console.print(f"wrote [bold]{out}[/] ({method} on {len(clean)} clean images, "
                          f"{output.seconds:.1f} s, sha256 {sha[:12]})", soft_wrap=True)
     output.emit_json({"out": str(out), "sha256": sha, "seconds": output.seconds, "method": method,
-                      "settings": describe_options(config), "clean_images": len(clean), **outcome.stats})
+                      "settings": describe_options(config), "clean_images": len(clean), "clean_sample": defender.sample, **outcome.stats})

@@ -16,6 +16,7 @@ from rich.table import Table
 from encoder_clean import __version__
 from encoder_clean.cli.common import (ArchOption, DataOption, DeviceOption, JsonOption, Output, QuietOption,
                                       SeedOption, check_output, handle_errors)
+from encoder_clean.data.sampling import balanced_sample
 from encoder_clean.data.specs import load_data
 from encoder_clean.encoders.io import load_encoder
 from encoder_clean.errors import UserError
@@ -32,7 +33,7 @@ EXIT_BACKDOOR = 1
 def scan(
     encoders: Annotated[list[str], typer.Argument(metavar="ENCODER...", help="Checkpoint files or hf://OWNER/REPO[/PATH][@REV].")],
     data: DataOption = "builtin",
-    shadow_images: Annotated[int, typer.Option("--shadow-images", help="Clean shadow images taken from the training split of --data.")] = 1000,
+    shadow_images: Annotated[int, typer.Option("--shadow-images", help="Clean shadow images: a class-balanced sample of the training split of --data, drawn by --seed.")] = 1000,
     method: Annotated[str, typer.Option("--method", help=f"Inversion settings: {', '.join(PRESETS)} (`decree` = the published ones).")] = "encoder-clean",
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="Backdoor when the PL1-norm is below this (default: the method's, calibrated on clean encoders).")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Any inversion setting (steps, batch_size, lr, restarts, ...), repeatable.")] = None,
@@ -66,7 +67,9 @@ def scan(
         check_output(sarif, ".sarif" if sarif.suffix == ".sarif" else ".json", "--sarif")
     torch_device = resolve_device(device)
     loaded = [load_encoder(source, arch=arch, device="cpu") for source in encoders]  # all inputs checked first
-    shadow = load_data(data).train.images[:shadow_images]
+    dataset = load_data(data, output.progress())
+    sample = balanced_sample(dataset.train, shadow_images, seed)
+    shadow, shadow_sample = sample.split.images, sample.describe(dataset.class_names)
     if len(shadow) < 2:
         raise UserError(f"--data {data}: fewer than 2 training images")
 
@@ -94,6 +97,7 @@ def scan(
     payload = {"tool": "encoder-clean", "version": __version__,
                "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "method": method, "settings": describe_options(config), "data": data, "shadow_images": len(shadow),
+               "shadow_sample": shadow_sample,
                "seconds": output.seconds, "verdict": BACKDOOR if backdoors else "clean",
                "summary": {"scanned": len(rows), "backdoor": backdoors, "clean": len(rows) - backdoors},
                "encoders": rows}

@@ -24,6 +24,7 @@ import torch
 from encoder_clean.data.augment import to_uint8
 from encoder_clean.data.dataset import Dataset, Split
 from encoder_clean.data.specs import register_format, reject_unknown, take_int
+from encoder_clean.runtime import NULL_PROGRESS, Progress
 from encoder_clean.errors import UserError
 
 IMAGE_SIZE = 32
@@ -223,7 +224,7 @@ def make_builtin(family: str = "shapes", train: int = DEFAULT_TRAIN, test: int =
                    generate_split(family, test, seed, "test"), NUM_CLASSES, list(class_names))
 
 
-def _load(argument: str, options: dict[str, str]) -> Dataset:
+def _load(argument: str, options: dict[str, str], progress: Progress = NULL_PROGRESS) -> Dataset:
     spec = f"builtin:{argument}" if argument else "builtin"
     family = argument.strip().lower() or "shapes"
     train = take_int(options, "train", DEFAULT_TRAIN, spec, low=NUM_CLASSES, high=1_000_000)

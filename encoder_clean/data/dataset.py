@@ -64,10 +64,3 @@ class Dataset:
     def to(self, device: torch.device | str) -> "Dataset":
         return Dataset(self.name, self.train.to(device), self.test.to(device), self.num_classes,
                        list(self.class_names))
-
-    def clean_subset(self, fraction: float) -> Split:
-        """The first `fraction` of the training split: the defender's clean data (REFERENCE.md)."""
-        if not 0 < fraction <= 1:
-            raise UserError(f"clean fraction must be in (0, 1], got {fraction}")
-        count = max(1, int(round(len(self.train) * fraction)))
-        return self.train.subset(torch.arange(count, device=self.train.images.device))

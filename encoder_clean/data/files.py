@@ -29,6 +29,7 @@ from PIL import Image
 
 from encoder_clean.data.dataset import Dataset, Split
 from encoder_clean.data.specs import register_format, reject_unknown, take_int
+from encoder_clean.runtime import NULL_PROGRESS, Progress
 from encoder_clean.errors import UserError, first_line
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp"})
@@ -86,7 +87,8 @@ def _centre_square(image_size: tuple[int, int]) -> tuple[float, float, float, fl
     return left, top, left + side, top + side
 
 
-def read_images(paths: Sequence[Path], size: int, crop: bool) -> torch.Tensor:
+def read_images(paths: Sequence[Path], size: int, crop: bool, progress: Progress = NULL_PROGRESS,
+                description: str = "decoding images") -> torch.Tensor:
     """Decode image files into one uint8 (N, 3, size, size) tensor.
 
     Decoding is the one per-image loop that cannot be avoided; Pillow releases the GIL while decoding
@@ -98,9 +100,10 @@ def read_images(paths: Sequence[Path], size: int, crop: bool) -> torch.Tensor:
     def fill(index: int) -> None:
         out[index] = read_image(paths[index], size, crop)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for _ in pool.map(fill, range(len(paths))):
-            pass  # iterate so that the first failure is raised here
+    with ThreadPoolExecutor(max_workers=workers) as pool, progress.task(description, total=len(paths)) as advance:
+        for done, _ in enumerate(pool.map(fill, range(len(paths))), 1):  # the first failure is raised here
+            if done % 500 == 0 or done == len(paths):
+                advance(500 if done % 500 == 0 else done % 500)
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
@@ -124,15 +127,16 @@ def _folder_files(split_dir: Path, classes: Sequence[str]) -> tuple[list[Path], 
     return paths, labels
 
 
-def _folder_split(split_dir: Path, classes: list[str], size: int) -> Split:
+def _folder_split(split_dir: Path, classes: list[str], size: int, progress: Progress) -> Split:
     paths, labels = _folder_files(split_dir, classes)
     if not paths:
         raise UserError(f"folder: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found "
                         f"under {split_dir}")
-    return Split(read_images(paths, size, crop=True), torch.tensor(labels, dtype=torch.int64))
+    images = read_images(paths, size, crop=True, progress=progress, description=f"reading {split_dir.name}/ images")
+    return Split(images, torch.tensor(labels, dtype=torch.int64))
 
 
-def load_folder(argument: str, options: dict[str, str]) -> Dataset:
+def load_folder(argument: str, options: dict[str, str], progress: Progress = NULL_PROGRESS) -> Dataset:
     spec = spec_label("folder", argument)
     size = take_size(options, spec)
     reject_unknown(options, spec)
@@ -146,8 +150,8 @@ def load_folder(argument: str, options: dict[str, str]) -> Dataset:
     if unknown:
         raise UserError(f"folder: class folder(s) {', '.join(unknown)} under {test_dir} are not in "
                         f"{train_dir}")
-    train = _folder_split(train_dir, classes, size)
-    test = _folder_split(test_dir, classes, size)
+    train = _folder_split(train_dir, classes, size, progress)
+    test = _folder_split(test_dir, classes, size, progress)
     return Dataset(spec, train, test, len(classes), classes)
 
 
@@ -248,7 +252,7 @@ def _npz_split(x: np.ndarray, y: np.ndarray, where: str) -> Split:
     return Split(images, labels_from_array(y, len(images), where))
 
 
-def load_npz(argument: str, options: dict[str, str]) -> Dataset:
+def load_npz(argument: str, options: dict[str, str], progress: Progress = NULL_PROGRESS) -> Dataset:
     spec = spec_label("npz", argument)
     reject_unknown(options, spec)
     path = require_root("npz", argument)

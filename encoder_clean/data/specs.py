@@ -12,8 +12,9 @@ from urllib.parse import parse_qsl
 
 from encoder_clean.data.dataset import Dataset
 from encoder_clean.errors import UserError
+from encoder_clean.runtime import NULL_PROGRESS, Progress
 
-Loader = Callable[[str, dict[str, str]], Dataset]
+Loader = Callable[[str, dict[str, str], Progress], Dataset]  # (argument, options, progress)
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,15 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     return name.strip().lower(), argument, options
 
 
-def load_data(spec: str) -> Dataset:
-    """Read the dataset a spec names; every failure a user can cause is a one-line UserError."""
+def load_data(spec: str, progress: Progress = NULL_PROGRESS) -> Dataset:
+    """Read the dataset a spec names; every failure a user can cause is a one-line UserError.
+
+    Formats that decode image files report each split on `progress` as they go."""
     _import_builtin_formats()
     name, argument, options = parse_spec(spec)
     if name not in _FORMATS:
         raise UserError(f"unknown data format {name!r} in {spec!r}; known: {', '.join(sorted(_FORMATS))}")
-    dataset = _FORMATS[name].loader(argument, dict(options))
+    dataset = _FORMATS[name].loader(argument, dict(options), progress)
     dataset.name = spec
     return dataset
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from encoder_clean.data.dataset import Dataset, Split
 from encoder_clean.data.files import read_images, require_root, spec_label, take_size
 from encoder_clean.data.specs import register_format, reject_unknown
+from encoder_clean.runtime import NULL_PROGRESS, Progress
 from encoder_clean.errors import UserError
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -161,7 +162,7 @@ def _cifar_split(folder: Path, names: list[str], binary: bool) -> Split:
     return Split(images, torch.from_numpy(labels))
 
 
-def load_cifar10(argument: str, options: dict[str, str]) -> Dataset:
+def load_cifar10(argument: str, options: dict[str, str], progress: Progress = NULL_PROGRESS) -> Dataset:
     spec = spec_label("cifar10", argument)
     reject_unknown(options, spec)
     folder, binary = _find_cifar(require_root("cifar10", argument))
@@ -208,7 +209,7 @@ def _find_stl(root: Path) -> Path:
     raise UserError(f"stl10: no stl10_binary folder in {root}")
 
 
-def load_stl10(argument: str, options: dict[str, str]) -> Dataset:
+def load_stl10(argument: str, options: dict[str, str], progress: Progress = NULL_PROGRESS) -> Dataset:
     spec = spec_label("stl10", argument)
     size = take_size(options, spec)
     reject_unknown(options, spec)
@@ -268,11 +269,12 @@ def _gtsrb_test_files(images_dir: Path, csv_path: Path) -> tuple[list[Path], lis
     return paths, labels
 
 
-def _gtsrb_split(paths: list[Path], labels: list[int], size: int) -> Split:
-    return Split(read_images(paths, size, crop=False), torch.tensor(labels, dtype=torch.int64))
+def _gtsrb_split(paths: list[Path], labels: list[int], size: int, progress: Progress, split: str) -> Split:
+    images = read_images(paths, size, crop=False, progress=progress, description=f"reading GTSRB {split} images")
+    return Split(images, torch.tensor(labels, dtype=torch.int64))
 
 
-def load_gtsrb(argument: str, options: dict[str, str]) -> Dataset:
+def load_gtsrb(argument: str, options: dict[str, str], progress: Progress = NULL_PROGRESS) -> Dataset:
     spec = spec_label("gtsrb", argument)
     size = take_size(options, spec)
     reject_unknown(options, spec)
@@ -284,8 +286,8 @@ def load_gtsrb(argument: str, options: dict[str, str]) -> Dataset:
     for folder in (train_dir, test_dir):
         if not folder.is_dir():
             raise UserError(f"gtsrb: {folder} is missing")
-    train = _gtsrb_split(*_gtsrb_train_files(train_dir), size)
-    test = _gtsrb_split(*_gtsrb_test_files(test_dir, base / "GT-final_test.csv"), size)
+    train = _gtsrb_split(*_gtsrb_train_files(train_dir), size, progress, "train")
+    test = _gtsrb_split(*_gtsrb_test_files(test_dir, base / "GT-final_test.csv"), size, progress, "test")
     return Dataset(spec, train, test, GTSRB_NUM_CLASSES, [str(i) for i in range(GTSRB_NUM_CLASSES)])
 
 
@@ -316,7 +318,7 @@ def _svhn_split(path: Path) -> Split:
     return Split(images, torch.from_numpy(labels))
 
 
-def load_svhn(argument: str, options: dict[str, str]) -> Dataset:
+def load_svhn(argument: str, options: dict[str, str], progress: Progress = NULL_PROGRESS) -> Dataset:
     spec = spec_label("svhn", argument)
     reject_unknown(options, spec)
     root = require_root("svhn", argument)

@@ -1,121 +1,117 @@
-"""Map the state-dict layouts people actually hold onto our parameter names.
+"""Views of a checkpoint that rename foreign module layouts onto the native names of our architectures.
 
-Handled: checkpoint dicts wrapping the weights (`state_dict`, `model`, ...), DataParallel `module.` and
-torch.compile `_orig_mod.` prefixes, the Sequential backbones of the public SimCLR/BadEncoder/DRUPE/DECREE
-releases (`f.f.N.` or `f.N.`, projection head under `g.`), `backbone.`/`encoder.` prefixes, torchvision's
-own names (classifier `fc.` dropped), and our own files.
+A view maps a flattened checkpoint (dotted names -> tensors) to {native name: (original name, tensor)},
+so that what a network takes can be reported in the file's own names. Handled: torchvision ResNets kept
+as an nn.Sequential of their children (the SimCLR/BadEncoder releases' `f.f.`, lightly's `backbone.`),
+the ResNet of the SimCLR v2 TensorFlow-to-PyTorch converter (`net.S.blocks.B...`), and OpenCLIP's
+image tower (`visual.`), renamed onto timm's VisionTransformer.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 
-from encoder_clean.encoders.registry import get_arch
-from encoder_clean.encoders.resnet import DEPTHS, STAGES
-from encoder_clean.errors import UserError
-
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "encoder_state_dict", "module")
-STRIP_PREFIXES = ("module.", "_orig_mod.")
-BACKBONE_PREFIXES = ("f.f.", "f.", "backbone.", "encoder.", "")
-HEAD_PREFIXES = ("g.", "projector.", "projection_head.", "head.layers.", "head.")
-DROPPED_PREFIXES = ("fc.", "classifier.", "linear.", "predictor.")
+#: native name -> (original name, tensor)
+View = dict[str, tuple[str, torch.Tensor]]
 
 
-def unwrap_checkpoint(obj: object) -> dict[str, torch.Tensor]:
-    """Find the flat name->tensor mapping inside whatever a checkpoint file held."""
-    for _ in range(4):
-        if isinstance(obj, Mapping) and not _has_tensors(obj):
-            inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
-            if inner is None:
+def identity(flat: Mapping[str, torch.Tensor]) -> View | None:
+    return {k: (k, v) for k, v in flat.items()}
+
+
+def _sequential_resnet(flat: Mapping[str, torch.Tensor]) -> View | None:
+    """`P.N.<rest>` children of a torchvision ResNet in an nn.Sequential -> `P.conv1`, `P.layer1`, ...
+
+    The SimCLR/BadEncoder releases keep them under `f.f.` (no max-pool), lightly under `backbone.`
+    (max-pool and average pool included): the stages are the children holding `0.conv1.weight`.
+    """
+    view, changed = identity(flat), False
+    roots = {m.group(1) for k in flat if (m := re.match(r"^(|.*\.)\d+\.0\.conv1\.weight$", k))}
+    for root in sorted(roots):
+        children: dict[int, dict[str, str]] = {}
+        for key in flat:
+            m = re.match(rf"^{re.escape(root)}(\d+)\.(.+)$", key)
+            if m:
+                children.setdefault(int(m.group(1)), {})[m.group(2)] = key
+        stages = [i for i in sorted(children) if "0.conv1.weight" in children[i]]
+        if len(stages) != 4:
+            continue
+        names = dict(zip(stages, ("layer1", "layer2", "layer3", "layer4")))
+        for index, params in children.items():
+            if index in names:
+                continue
+            weight = flat.get(params.get("weight", ""))
+            if "running_mean" in params:
+                names[index] = "bn1"
+            elif weight is not None and weight.dim() == 4:
+                names[index] = "conv1"
+        if set(children) - set(names):
+            continue  # a child we cannot place: not a ResNet's children
+        for index, params in children.items():
+            for rest, key in params.items():
+                del view[key]
+                view[f"{root}{names[index]}.{rest}"] = (key, flat[key])
+        changed = True
+    return view if changed else None
+
+
+_SIMCLR_V2 = (  # the SimCLR v2 converter's ResNet (`net.S.blocks.B...`) -> torchvision names
+    (r"net\.0\.0\.weight$", "conv1.weight"),
+    (r"net\.0\.1\.0\.(\w+)$", r"bn1.\1"),
+    (r"net\.([1-4])\.blocks\.(\d+)\.projection\.shortcut\.weight$", r"layer\1.\2.downsample.0.weight"),
+    (r"net\.([1-4])\.blocks\.(\d+)\.projection\.bn\.0\.(\w+)$", r"layer\1.\2.downsample.1.\3"),
+    (r"net\.([1-4])\.blocks\.(\d+)\.net\.([024])\.weight$", lambda m: f"layer{m[1]}.{m[2]}.conv{int(m[3]) // 2 + 1}.weight"),
+    (r"net\.([1-4])\.blocks\.(\d+)\.net\.([135])\.0\.(\w+)$", lambda m: f"layer{m[1]}.{m[2]}.bn{int(m[3]) // 2 + 1}.{m[4]}"),
+)
+
+_OPENCLIP = (  # OpenCLIP's VisionTransformer (`visual.`) -> timm's VisionTransformer names
+    (r"visual\.conv1\.weight$", "patch_embed.proj.weight"),
+    (r"visual\.class_embedding$", "cls_token"),
+    (r"visual\.positional_embedding$", "pos_embed"),
+    (r"visual\.ln_pre\.(\w+)$", r"norm_pre.\1"),
+    (r"visual\.ln_post\.(\w+)$", r"norm.\1"),
+    (r"visual\.proj$", "proj"),
+    (r"visual\.transformer\.resblocks\.(\d+)\.ln_([12])\.(\w+)$", r"blocks.\1.norm\2.\3"),
+    (r"visual\.transformer\.resblocks\.(\d+)\.attn\.in_proj_(\w+)$", r"blocks.\1.attn.qkv.\2"),
+    (r"visual\.transformer\.resblocks\.(\d+)\.attn\.out_proj\.(\w+)$", r"blocks.\1.attn.proj.\2"),
+    (r"visual\.transformer\.resblocks\.(\d+)\.mlp\.c_fc\.(\w+)$", r"blocks.\1.mlp.fc1.\2"),
+    (r"visual\.transformer\.resblocks\.(\d+)\.mlp\.c_proj\.(\w+)$", r"blocks.\1.mlp.fc2.\2"),
+)
+#: OpenCLIP keeps its class token and position table without timm's leading batch dimensions
+_OPENCLIP_RESHAPE = {"cls_token": lambda t: t.reshape(1, 1, -1), "pos_embed": lambda t: t.unsqueeze(0)}
+
+
+def _renamed(table, reshape: Mapping[str, Callable] | None = None) -> Callable[[Mapping[str, torch.Tensor]], View | None]:
+    """A view that renames keys ending in a table pattern (whatever precedes it stays as the prefix)."""
+    compiled = [(re.compile(rf"^(.*?){pattern}"), replacement) for pattern, replacement in table]
+
+    def view(flat: Mapping[str, torch.Tensor]) -> View | None:
+        out, changed = identity(flat), False
+        for key, value in flat.items():
+            for pattern, replacement in compiled:
+                m = pattern.match(key)
+                if not m:
+                    continue
+                tail = key[len(m.group(1)):]
+                new = re.sub(pattern.pattern[len("^(.*?)"):], replacement, tail, count=1)
+                if reshape and new in reshape and value.dim() < 3:
+                    value = reshape[new](value)
+                del out[key]
+                out[m.group(1) + new] = (key, value)
+                changed = True
                 break
-            obj = inner
-    if not isinstance(obj, Mapping) or not _has_tensors(obj):
-        raise UserError("the file holds no state dict (no name -> tensor mapping found)")
-    return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        return out if changed else None
+
+    return view
 
 
-def _has_tensors(obj: Mapping) -> bool:
-    return any(isinstance(v, torch.Tensor) for v in obj.values())
-
-
-def split_state_dict(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Return (backbone, head) state dicts in our naming; head keys are relative to `head.layers`."""
-    state = {_strip(k): v for k, v in state.items()}
-    head = {}
-    for prefix in HEAD_PREFIXES:
-        taken = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if taken and all(re.match(r"^\d+\.", k) for k in taken):
-            head = taken
-            state = {k: v for k, v in state.items() if not k.startswith(prefix)}
-            break
-    state = {k: v for k, v in state.items() if not k.startswith(DROPPED_PREFIXES)}
-    for prefix in BACKBONE_PREFIXES:
-        taken = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if not taken:
-            continue
-        if "0.weight" in taken:  # a Sequential backbone, as in the SimCLR releases
-            return _rename_sequential(taken), head
-        if "conv1.weight" in taken:
-            return taken, head
-    return dict(state), head
-
-
-def _strip(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in STRIP_PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
-    return key
-
-
-def _rename_sequential(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`N.<rest>` (children of a ResNet minus max-pool and fc) -> torchvision names."""
-    by_index: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in state.items():
-        index, _, rest = key.partition(".")
-        if not index.isdigit():
-            raise UserError(f"unrecognised key {key!r} in a Sequential backbone")
-        by_index.setdefault(int(index), {})[rest] = value
-    names: dict[int, str] = {}
-    stages = [i for i in sorted(by_index) if any(re.match(r"^\d+\.conv1\.weight$", r) for r in by_index[i])]
-    if len(stages) != len(STAGES):
-        raise UserError(f"expected {len(STAGES)} residual stages in the Sequential backbone, found {len(stages)}")
-    names.update({i: name for i, name in zip(stages, STAGES)})
-    for index, params in by_index.items():
-        if index in names:
-            continue
-        if "running_mean" in params:
-            names[index] = "bn1"
-        elif "weight" in params and params["weight"].dim() == 4:
-            names[index] = "conv1"
-        else:
-            raise UserError(f"unrecognised module {index} in a Sequential backbone")
-    return {f"{names[i]}.{rest}": v for i, params in by_index.items() for rest, v in params.items()}
-
-
-def infer_resnet_arch(backbone: Mapping[str, torch.Tensor]) -> str | None:
-    """Name of the registered ResNet these weights fit, or None when they are no ResNet we know."""
-    conv1 = backbone.get("conv1.weight")
-    if conv1 is None or conv1.dim() != 4:
-        return None
-    width, kernel = int(conv1.shape[0]), int(conv1.shape[-1])
-    counts = []
-    for stage in STAGES:
-        blocks = {int(m.group(1)) for k in backbone if (m := re.match(rf"^{stage}\.(\d+)\.", k))}
-        counts.append(len(blocks))
-    bottleneck = "layer1.0.conv3.weight" in backbone
-    depth = next((d for d, (block, layout) in DEPTHS.items()
-                  if tuple(counts) == layout and (block.expansion == 4) == bottleneck), None)
-    if depth is None:
-        return None
-    name = f"resnet{depth}" + ("-cifar" if kernel == 3 else "") + (f"-w{width}" if width != 64 else "")
-    try:
-        get_arch(name)
-    except UserError:
-        return None
-    return name
+#: name -> view; the first view is the file as it is
+VIEWS: dict[str, Callable[[Mapping[str, torch.Tensor]], View | None]] = {
+    "": identity,
+    "Sequential ResNet": _sequential_resnet,
+    "SimCLR v2 converter": _renamed(_SIMCLR_V2),
+    "OpenCLIP": _renamed(_OPENCLIP, _OPENCLIP_RESHAPE),
+}

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from encoder_clean.data.sampling import clean_subset
 from encoder_clean.defenses import DefenseInputs, get_defense, list_defenses
 from encoder_clean.defenses.fineprune import mean_activation
 from encoder_clean.defenses.registry import run_defense
@@ -16,7 +17,7 @@ from tests.conftest import TINY_ARCH
 
 
 def _inputs(encoder, tiny_data, count=64):
-    clean = tiny_data.clean_subset(count / len(tiny_data.train))
+    clean = clean_subset(tiny_data, count / len(tiny_data.train), seed=0).split
     return DefenseInputs(encoder, clean.images, clean.labels, tiny_data.num_classes, torch.device("cpu"), 0)
 
 
@@ -66,5 +67,5 @@ def test_bad_settings_raise_user_errors(method, options, tiny_encoder, tiny_data
 def test_defenses_get_only_the_clean_subset(tiny_data):
     fields = {f.name for f in dataclasses.fields(DefenseInputs)}
     assert fields == {"encoder", "clean_images", "clean_labels", "num_classes", "device", "seed", "progress"}
-    clean = tiny_data.clean_subset(0.05)
-    assert len(clean) == 10 and torch.equal(clean.images, tiny_data.train.images[:10])
+    sample = clean_subset(tiny_data, 0.05, seed=0)
+    assert len(sample) == 10 and torch.equal(sample.split.images, tiny_data.train.images[sample.index])

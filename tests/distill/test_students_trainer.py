@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from encoder_clean.data.augment import random_patches
+from encoder_clean.data.sampling import clean_subset
 from encoder_clean.distill.losses import parse_loss_spec
 from encoder_clean.distill.recipe import (PAPER, RECOMMENDED, RECOMMENDED_TRANSFORMER, clean_with_distillation,
                                           recommended_for)
@@ -85,7 +86,7 @@ def test_bad_distill_settings(options, losses, tiny_encoder, tiny_data):
 
 
 def test_recipes_run_end_to_end(tiny_encoder, tiny_data):
-    clean = tiny_data.clean_subset(0.2)
+    clean = clean_subset(tiny_data, 0.2, seed=0).split
     for recipe in (RECOMMENDED, PAPER):
         result = clean_with_distillation(tiny_encoder, clean.images, clean.labels, tiny_data.num_classes,
                                          finetune=recipe.finetune, student=recipe.student, losses=recipe.losses,
@@ -124,7 +125,7 @@ def test_a_copied_student_refuses_another_arch_before_the_teacher_is_fine_tuned(
         raise AssertionError("the teacher was fine-tuned before the student's architecture was checked")
 
     monkeypatch.setattr(recipe_module, "run_defense", no_fine_tuning)
-    clean = tiny_data.clean_subset(0.2)
+    clean = clean_subset(tiny_data, 0.2, seed=0).split
     with pytest.raises(UserError, match="needs --student void or warmup"):
         clean_with_distillation(tiny_encoder, clean.images, clean.labels, tiny_data.num_classes, finetune="ft",
                                 student=student, losses=["at"], student_arch="resnet18-cifar-w16", device=CPU, seed=0)
