@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from encoder_clean.attacks.registry import Attack, AttackInputs, AttackOutcome, register_attack
 from encoder_clean.data.augment import augmentation, simclr_augment, to_float
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
-from encoder_clean.runtime import autocast, device_generator, fused, take
+from encoder_clean.evaluate.features import embed
+from encoder_clean.runtime import device_generator, fused, take
 from encoder_clean.training import EpochBatcher, run_steps
 from encoder_clean.training.loop import warmup_cosine
 
@@ -65,12 +65,6 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float, device: to
     if lr <= 0:
         raise UserError("the learning rate must be positive")
     return OPTIMIZERS[name](params, lr, weight_decay, **fused(device))
-
-
-def embed(encoder: Encoder, images: Tensor, device: torch.device) -> Tensor:
-    """L2-normalised backbone features."""
-    with autocast(device):
-        return F.normalize(encoder.features(images).float(), dim=1)
 
 
 def badencoder_terms(embedded: dict[str, Tensor], clean_shadow: Tensor, clean_refs: Tensor

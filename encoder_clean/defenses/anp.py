@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from encoder_clean.data.augment import augmentation, simclr_augment, to_float
+from encoder_clean.data.augment import augmentation, simclr_augment
 from encoder_clean.defenses.registry import Defense, DefenseInputs, DefenseOutcome, register_defense
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
+from encoder_clean.evaluate.features import embed_batches
 from encoder_clean.pretrain import nt_xent
 from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator, fused, mode_kept
 from encoder_clean.training import EpochBatcher, run_steps
@@ -183,16 +183,10 @@ def optimize_masks(encoder: Encoder, images: Tensor, config: ANPConfig, g: torch
     return masks.detach(), history
 
 
-@torch.no_grad()
-def _features(encoder: Encoder, images: Tensor, device: torch.device, overrides: dict[str, Tensor] | None = None,
-              batch_size: int = 256) -> Tensor:
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = to_float(images[start:start + batch_size], encoder.image_size)
-        with autocast(device):
-            f = functional_call(encoder, overrides, (x,)) if overrides else encoder.features(x)
-        out.append(F.normalize(f.float(), dim=1))
-    return torch.cat(out)
+def _features(encoder: Encoder, images: Tensor, device: torch.device,
+              overrides: dict[str, Tensor] | None = None) -> Tensor:
+    forward = (lambda x: functional_call(encoder, overrides, (x,))) if overrides else None
+    return embed_batches(encoder, images, device, forward=forward)
 
 
 def pruning_candidates(neurons: BatchNormNeurons, masks: Tensor, threshold: float) -> Tensor:

@@ -30,8 +30,9 @@ from encoder_clean.data.augment import to_float
 from encoder_clean.defenses.registry import Defense, DefenseInputs, DefenseOutcome, register_defense
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
-from encoder_clean.evaluate.probe import Standardize
-from encoder_clean.runtime import autocast, device_generator, fused, mode_kept, single_cpu_thread
+from encoder_clean.evaluate.features import embed as embed_features, embed_batches
+from encoder_clean.evaluate.probe import fit_linear_probe
+from encoder_clean.runtime import device_generator, fused, mode_kept, single_cpu_thread
 from encoder_clean.training import EpochBatcher, run_steps
 
 Tensor = torch.Tensor
@@ -125,35 +126,14 @@ def check_labels(inputs: DefenseInputs) -> Tensor:
 
 
 def embed(encoder: Encoder, images: Tensor, device: torch.device) -> Tensor:
-    """L2-normalised backbone features of float images."""
-    with autocast(device):
-        return F.normalize(encoder.features(images.contiguous(memory_format=torch.channels_last)).float(), dim=1)
-
-
-@torch.no_grad()
-def embed_all(encoder: Encoder, images: Tensor, device: torch.device, batch_size: int = 256) -> Tensor:
-    return torch.cat([embed(encoder, to_float(images[i:i + batch_size], encoder.image_size), device)
-                      for i in range(0, len(images), batch_size)])
+    """L2-normalised backbone features of float images (channels_last, as the encoder is)."""
+    return embed_features(encoder, images.contiguous(memory_format=torch.channels_last), device)
 
 
 def fit_probe(features: Tensor, labels: Tensor, num_classes: int, config: MOTHConfig) -> nn.Module:
     """Logistic regression on standardised features, from zero weights (deterministic), with L-BFGS."""
-    linear = nn.Linear(features.shape[1], num_classes).to(features.device)
-    nn.init.zeros_(linear.weight)
-    nn.init.zeros_(linear.bias)
-    probe = nn.Sequential(Standardize(features), linear)
-    optimizer = torch.optim.LBFGS(probe.parameters(), lr=1.0, max_iter=config.probe_steps, history_size=20,
-                                  line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(probe(features), labels) + config.probe_weight_decay * (linear.weight ** 2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    optimizer.zero_grad(set_to_none=True)
-    return probe
+    return fit_linear_probe(features, labels, num_classes, steps=config.probe_steps,
+                            weight_decay=config.probe_weight_decay)
 
 
 def invert_trigger(encoder: Encoder, probe: nn.Module, images: Tensor, target: int, config: MOTHConfig,
@@ -215,7 +195,7 @@ def _run_moth(inputs: DefenseInputs, config: MOTHConfig) -> DefenseOutcome:
     images, labels = inputs.clean_images, inputs.clean_labels.to(device=device, dtype=torch.long)
     size = encoder.image_size
     g = device_generator(device, inputs.seed)
-    original = embed_all(encoder, images, device)  # the consistency target, fixed
+    original = embed_batches(encoder, images, device, channels_last=True)  # the consistency target, fixed
     probe = fit_probe(original, labels, inputs.num_classes, config)
     with torch.no_grad():
         probe_accuracy = float((probe(original).argmax(dim=1) == labels).float().mean())

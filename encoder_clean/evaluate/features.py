@@ -1,6 +1,10 @@
-"""Frozen-encoder features, computed once per split in eval mode and L2-normalised (the protocol)."""
+"""Encoder features, L2-normalised: the one place that embeds images for evaluation (computed once per
+split in eval mode, the protocol), for the attacks that train on embeddings and for the defenses that
+compare them."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -9,6 +13,29 @@ from encoder_clean.data.augment import to_float
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast
 from encoder_clean.triggers import Trigger
+
+
+def embed(encoder: Encoder, images: torch.Tensor, device: torch.device,
+          forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """L2-normalised features of float `images` (at the encoder's input size) under the device's autocast,
+    with gradients. `forward` stands in for `encoder.features` (ANP calls it with overridden weights)."""
+    with autocast(device):
+        features = (forward or encoder.features)(images)
+    return F.normalize(features.float(), dim=1)
+
+
+@torch.no_grad()
+def embed_batches(encoder: Encoder, images: torch.Tensor, device: torch.device, *, batch_size: int = 256,
+                  forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                  channels_last: bool = False) -> torch.Tensor:
+    """`embed` of uint8 `images`, a batch at a time, without gradients (in the encoder's current mode)."""
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        batch = to_float(images[start:start + batch_size], encoder.image_size)
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        chunks.append(embed(encoder, batch, device, forward))
+    return torch.cat(chunks)
 
 
 @torch.no_grad()

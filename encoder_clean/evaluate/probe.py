@@ -121,7 +121,18 @@ def _fit_full_batch(probe: nn.Module, features: torch.Tensor, labels: torch.Tens
     probe.train()
     with progress.task(f"{config.kind} probe", total=None):
         optimizer.step(closure)
+    optimizer.zero_grad(set_to_none=True)
     return probe.eval()
+
+
+def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, *, steps: int,
+                     weight_decay: float) -> nn.Module:
+    """The `linear` probe fitted from zero weights: deterministic without a seed (MOTH's class probe)."""
+    probe = _linear(features, num_classes).to(features.device)
+    nn.init.zeros_(probe[1].weight)
+    nn.init.zeros_(probe[1].bias)
+    config = replace(PROBES["linear"][1], epochs=steps, weight_decay=weight_decay)
+    return _fit_full_batch(probe, features, labels, config, NULL_PROGRESS)
 
 
 @torch.no_grad()

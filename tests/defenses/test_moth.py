@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import encoder_clean.defenses.moth as moth
+from encoder_clean.evaluate.features import embed_batches
 from encoder_clean.data.augment import to_float
 from encoder_clean.defenses.registry import DefenseInputs, get_defense
 from encoder_clean.encoders import create_encoder
@@ -80,7 +81,7 @@ def test_deterministic_for_a_seed(tiny_data):
 
 def test_inversion_touches_only_the_trigger(tiny_encoder, tiny_data):
     images = to_float(tiny_data.train.images[:8])
-    features = moth.embed_all(tiny_encoder, tiny_data.train.images[:40], CPU)
+    features = embed_batches(tiny_encoder, tiny_data.train.images[:40], CPU, channels_last=True)
     probe = moth.fit_probe(features, tiny_data.train.labels[:40].long(), 10, FAST)
     state = copy.deepcopy(tiny_encoder.state_dict())
     trigger, flip = moth.invert_trigger(tiny_encoder, probe, images, 1, FAST, device_generator(CPU, 0), CPU)
