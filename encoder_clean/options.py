@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from typing import Any, Iterable, TypeVar
+from typing import Any, Iterable, Mapping, TypeVar
 
 from encoder_clean.errors import UserError
 
@@ -62,3 +62,14 @@ def apply_options(config: Config, assignments: Iterable[str], what: str) -> Conf
 def describe_options(config: object) -> dict[str, object]:
     """The settings of `config` as plain values, for metadata, JSON and `list`."""
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}  # type: ignore[arg-type]
+
+
+def to_assignments(settings: Mapping[str, object] | Iterable[str] | None) -> list[str]:
+    """Settings given as a mapping (None values left out) or as `KEY=VALUE` strings, as `KEY=VALUE` strings."""
+    if settings is None:
+        return []
+    if isinstance(settings, str):
+        return [settings]
+    if isinstance(settings, Mapping):
+        return [f"{key}={value}" for key, value in settings.items() if value is not None]
+    return [str(item) for item in settings]
