@@ -6,6 +6,8 @@ unpickling, never arbitrary code), and `hf://OWNER/REPO[/PATH/IN/REPO][@REVISION
 
 from __future__ import annotations
 
+import argparse
+import functools
 import hashlib
 import json
 import math
@@ -19,9 +21,9 @@ from safetensors.torch import save
 
 from encoder_clean import __version__
 from encoder_clean.encoders.base import Encoder, ProjectionHead
-from encoder_clean.encoders.legacy import infer_resnet_arch, split_state_dict, unwrap_checkpoint
 from encoder_clean.encoders.folders import load_model_folder
-from encoder_clean.encoders.registry import create_encoder
+from encoder_clean.encoders.layouts import OPTIONAL_SUFFIX, Layout, Template, find_backbone, native, template_of, timm_template
+from encoder_clean.encoders.registry import create_encoder, get_arch
 from encoder_clean.encoders.wrapped import build_wrapped
 from encoder_clean.errors import UserError, first_line
 from encoder_clean.fileio import atomic_write, sha256_file, load_tensors_only
@@ -41,6 +43,8 @@ class LoadedEncoder:
     sha256: str
     metadata: dict[str, str] = field(default_factory=dict)
     has_pretrained_head: bool = False
+    #: one line on what was taken from a file in another layout and what was dropped ('' for our own files)
+    layout: str = ""
 
     def setting(self, key: str, default: object = None) -> object:
         """A setting recorded in the metadata, JSON-decoded where it was encoded."""
@@ -50,24 +54,40 @@ class LoadedEncoder:
 
 
 # ------------------------------------------------------------------------------------ loading
-def load_encoder(source: str, arch: str | None = None, device: torch.device | str = "cpu") -> LoadedEncoder:
-    """Load an encoder from a local file or an `hf://` reference (see module docstring)."""
+def load_encoder(source: str, arch: str | None = None, device: torch.device | str = "cpu",
+                 prefix: str | None = None) -> LoadedEncoder:
+    """Load an encoder from a local file or an `hf://` reference (see module docstring).
+
+    `prefix` names the network to take where a file holds several (see `encoders/layouts.py`)."""
+    loaded = read_encoder(source, arch, prefix)
+    check_forward(loaded.encoder, source)
+    loaded.encoder.to(device)
+    return loaded
+
+
+def read_encoder(source: str, arch: str | None = None, prefix: str | None = None) -> LoadedEncoder:
+    """Build the encoder a file holds and load its weights, without running it."""
     path = resolve_source(source)
     if path.is_dir():  # a timm or transformers model folder (local, or a Hub snapshot)
+        if prefix is not None:
+            raise UserError(f"{source}: --prefix applies to checkpoint files, not model folders")
         encoder, sha = load_model_folder(path, source)
         encoder.add_head()  # a fresh SimCLR head, as for our files saved without one
-        check_forward(encoder, source)
-        return LoadedEncoder(encoder.to(device), source, path, sha, {"arch": encoder.arch}, False)
+        return LoadedEncoder(encoder, source, path, sha, {"arch": encoder.arch}, False)
+    contents, metadata = read_checkpoint(path, source)
+    encoder, layout = build_from_state(contents, metadata, arch, source, prefix)
+    note = "" if metadata.get("format_version") and prefix is None and not layout.dropped else layout.describe()
+    return LoadedEncoder(encoder, source, path, sha256_file(path), metadata, bool(layout.head), note)
+
+
+def read_checkpoint(path: Path, source: str) -> tuple[object, dict[str, str]]:
+    """A file's contents (tensors, possibly nested in dicts) and its metadata; never runs code."""
     if path.suffix == ".safetensors":
-        tensors, metadata = _read_safetensors(path)
-    elif path.suffix in PICKLE_SUFFIXES:
-        tensors, metadata = _read_torch_file(path), {}
-    else:
-        raise UserError(f"{source}: unsupported encoder file type {path.suffix or '(none)'!r}; "
-                        f"use .safetensors or one of {', '.join(PICKLE_SUFFIXES)}")
-    encoder, has_head = build_from_state(tensors, metadata, arch, source)
-    check_forward(encoder, source)
-    return LoadedEncoder(encoder.to(device), source, path, sha256_file(path), metadata, has_head)
+        return _read_safetensors(path)
+    if path.suffix in PICKLE_SUFFIXES:
+        return _read_torch_file(path), {}
+    raise UserError(f"{source}: unsupported encoder file type {path.suffix or '(none)'!r}; "
+                    f"use .safetensors or one of {', '.join(PICKLE_SUFFIXES)}")
 
 
 def resolve_source(source: str) -> Path:
@@ -97,34 +117,49 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, metadata
 
 
-def _read_torch_file(path: Path) -> dict[str, torch.Tensor]:
-    return unwrap_checkpoint(load_tensors_only(path, "a state dict"))
+def _read_torch_file(path: Path) -> object:
+    # Training scripts save their argparse arguments beside the weights (DINO's `args`): a Namespace is
+    # an attribute bag that runs no code, so the weights-only unpickler may build it.
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return load_tensors_only(path, "a state dict")
 
 
-def build_from_state(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
-                     arch: str | None, source: str) -> tuple[Encoder, bool]:
-    """Build the architecture and load the weights; mismatches become one clear UserError."""
-    backbone, head = split_state_dict(tensors)
+def build_from_state(contents: object, metadata: Mapping[str, str], arch: str | None, source: str,
+                     prefix: str | None = None) -> tuple[Encoder, Layout]:
+    """Find the backbone (and a SimCLR projection head) in `contents`, build its architecture and load the
+    weights; mismatches become one clear UserError."""
     meta_arch = metadata.get("arch")
     if arch and meta_arch and arch != meta_arch:
         raise UserError(f"{source}: --arch {arch} contradicts the file's architecture {meta_arch}")
-    arch = arch or meta_arch or infer_resnet_arch(backbone)
-    if not arch:
-        raise UserError(f"{source}: cannot tell the architecture from the file; pass --arch NAME")
-    if "/" in arch:  # a timm or transformers model, rebuilt from the config in the metadata
-        encoder = build_wrapped(arch, metadata.get("model_config"), source)
-    else:
-        encoder = create_encoder(arch, image_size=_meta_int(metadata, "image_size", source),
-                                 mean=_meta_floats(metadata, "mean", source),
-                                 std=_meta_floats(metadata, "std", source), head=False)
-    _check_finite(backbone, source)
-    _load_strict(encoder, backbone, arch, source)
-    if head:
-        _check_finite(head, source)
-        encoder.head = _head_from_state(head, encoder.feature_dim, source)
+    arch = arch or meta_arch
+    templates = [_template(arch, metadata, source)] if arch else None
+    layout = find_backbone(contents, source, templates=templates, prefix=prefix)
+    encoder = layout.network.template.build()
+    module = native(encoder)
+    # BatchNorm step counters are not weights; files written before torch counted them lack them.
+    state = {**{k: v for k, v in module.state_dict().items() if k.endswith(OPTIONAL_SUFFIX)}, **layout.network.state}
+    _check_finite(state, source)
+    _load_strict(module, state, layout.arch, source)
+    if layout.head:
+        _check_finite(layout.head, source)
+        encoder.head = _head_from_state(layout.head, encoder.feature_dim, source)
     else:
         encoder.add_head()
-    return encoder, bool(head)
+    return encoder, layout
+
+
+def _template(arch: str, metadata: Mapping[str, str], source: str) -> Template:
+    """The one architecture a file must hold: named by --arch or by its metadata."""
+    if "/" in arch:  # a timm or transformers model: rebuilt from the config in the metadata, or by timm's name
+        if metadata.get("model_config") or not arch.startswith("timm/"):
+            factory = functools.partial(build_wrapped, arch, metadata.get("model_config"), source)
+            return template_of(factory, arch)
+        return timm_template(arch.split("/", 1)[1])
+    get_arch(arch)  # an unknown name fails here, with the known ones
+    factory = functools.partial(create_encoder, arch, image_size=_meta_int(metadata, "image_size", source),
+                                mean=_meta_floats(metadata, "mean", source), std=_meta_floats(metadata, "std", source),
+                                head=False)
+    return template_of(factory, arch)
 
 
 @torch.no_grad()

@@ -68,17 +68,17 @@ _SIMCLR_V2 = (  # the SimCLR v2 converter's ResNet (`net.S.blocks.B...`) -> torc
 )
 
 _OPENCLIP = (  # OpenCLIP's VisionTransformer (`visual.`) -> timm's VisionTransformer names
-    (r"visual\.conv1\.weight$", "patch_embed.proj.weight"),
-    (r"visual\.class_embedding$", "cls_token"),
-    (r"visual\.positional_embedding$", "pos_embed"),
-    (r"visual\.ln_pre\.(\w+)$", r"norm_pre.\1"),
-    (r"visual\.ln_post\.(\w+)$", r"norm.\1"),
-    (r"visual\.proj$", "proj"),
-    (r"visual\.transformer\.resblocks\.(\d+)\.ln_([12])\.(\w+)$", r"blocks.\1.norm\2.\3"),
-    (r"visual\.transformer\.resblocks\.(\d+)\.attn\.in_proj_(\w+)$", r"blocks.\1.attn.qkv.\2"),
-    (r"visual\.transformer\.resblocks\.(\d+)\.attn\.out_proj\.(\w+)$", r"blocks.\1.attn.proj.\2"),
-    (r"visual\.transformer\.resblocks\.(\d+)\.mlp\.c_fc\.(\w+)$", r"blocks.\1.mlp.fc1.\2"),
-    (r"visual\.transformer\.resblocks\.(\d+)\.mlp\.c_proj\.(\w+)$", r"blocks.\1.mlp.fc2.\2"),
+    (r"visual\.conv1\.weight$", "visual.patch_embed.proj.weight"),
+    (r"visual\.class_embedding$", "visual.cls_token"),
+    (r"visual\.positional_embedding$", "visual.pos_embed"),
+    (r"visual\.ln_pre\.(\w+)$", r"visual.norm_pre.\1"),
+    (r"visual\.ln_post\.(\w+)$", r"visual.norm.\1"),
+    (r"visual\.proj$", "visual.proj"),
+    (r"visual\.transformer\.resblocks\.(\d+)\.ln_([12])\.(\w+)$", r"visual.blocks.\1.norm\2.\3"),
+    (r"visual\.transformer\.resblocks\.(\d+)\.attn\.in_proj_(\w+)$", r"visual.blocks.\1.attn.qkv.\2"),
+    (r"visual\.transformer\.resblocks\.(\d+)\.attn\.out_proj\.(\w+)$", r"visual.blocks.\1.attn.proj.\2"),
+    (r"visual\.transformer\.resblocks\.(\d+)\.mlp\.c_fc\.(\w+)$", r"visual.blocks.\1.mlp.fc1.\2"),
+    (r"visual\.transformer\.resblocks\.(\d+)\.mlp\.c_proj\.(\w+)$", r"visual.blocks.\1.mlp.fc2.\2"),
 )
 #: OpenCLIP keeps its class token and position table without timm's leading batch dimensions
 _OPENCLIP_RESHAPE = {"cls_token": lambda t: t.reshape(1, 1, -1), "pos_embed": lambda t: t.unsqueeze(0)}
@@ -97,8 +97,9 @@ def _renamed(table, reshape: Mapping[str, Callable] | None = None) -> Callable[[
                     continue
                 tail = key[len(m.group(1)):]
                 new = re.sub(pattern.pattern[len("^(.*?)"):], replacement, tail, count=1)
-                if reshape and new in reshape and value.dim() < 3:
-                    value = reshape[new](value)
+                reshaped = (reshape or {}).get(new.rsplit(".", 1)[-1])
+                if reshaped is not None and value.dim() < 3:
+                    value = reshaped(value)
                 del out[key]
                 out[m.group(1) + new] = (key, value)
                 changed = True
