@@ -48,7 +48,8 @@ from encoder_clean.distill.losses import FEATURES, parse_loss_spec  # noqa: E402
 from encoder_clean.distill.trainer import DistillConfig, LossTerms, distill, tap_widths  # noqa: E402
 from encoder_clean.encoders import create_encoder  # noqa: E402
 from encoder_clean.evaluate.features import extract_features  # noqa: E402
-from encoder_clean.pretrain import SimCLRConfig, nt_xent, pretrain_simclr  # noqa: E402
+from encoder_clean.pretrain import PretrainConfig, nt_xent, pretrain_encoder  # noqa: E402
+from encoder_clean.pretrain.simclr import SimCLRSettings  # noqa: E402
 from encoder_clean.runtime import prepare_model, resolve_device  # noqa: E402
 from encoder_clean.triggers import load_trigger  # noqa: E402
 
@@ -223,16 +224,16 @@ class Bench:
     def pretrain(self) -> dict:
         b, device = self.args.batch_size, self.device
         images = self.images_u8.to(device)
-        config = SimCLRConfig(epochs=1, batch_size=b)
-        ours = self.ours(lambda timer: pretrain_simclr(prepare_model(self.encoder(), device), images, config,
-                                                       seed=0, device=device, progress=timer))
+        config = PretrainConfig(epochs=1, batch_size=b)
+        ours = self.ours(lambda timer: pretrain_encoder(prepare_model(self.encoder(), device), images, config,
+                                                        seed=0, device=device, progress=timer))
         model = self.encoder().to(device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
         def step(batch) -> torch.Tensor:
             v1, v2 = (v.to(device, non_blocking=True) for v in batch)
             z = model.project(model.features(torch.cat([v1, v2])))
-            return nt_xent(z[:len(v1)], z[len(v1):], config.temperature)
+            return nt_xent(z[:len(v1)], z[len(v1):], SimCLRSettings().temperature)
 
         batches = loader(TwoViews(self.pil, model.image_size), b, self.args.workers)
         naive = naive_loop(batches, step, optimizer, self.args.steps, device)

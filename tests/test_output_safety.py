@@ -28,7 +28,7 @@ def test_a_full_disk_is_refused_before_training(tmp_path, monkeypatch):
     out = tmp_path / "out.safetensors"
     started = []
     pretrain_module = importlib.import_module("encoder_clean.cli.pretrain")  # the package re-exports the command
-    monkeypatch.setattr(pretrain_module, "pretrain_simclr", lambda *a, **k: started.append(1))
+    monkeypatch.setattr(pretrain_module, "pretrain_encoder", lambda *a, **k: started.append(1))
     result = runner.invoke(app, [*PRETRAIN, "--epochs", "1", "--out", str(out)])
     assert result.exit_code == 2 and "MiB free" in _one_error_line(result)
     assert not started and not out.exists()

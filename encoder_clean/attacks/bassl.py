@@ -1,5 +1,6 @@
 """BASSL (Saha et al., CVPR 2022): poison the pre-training set with target-class images carrying the
-trigger patch at random positions, then let the victim run ordinary SSL (here SimCLR) on it.
+trigger patch at random positions, then let the victim run ordinary SSL on it (SimCLR by default;
+`method=mocov2|byol`, the victims of the paper).
 
 The published setting poisons half of the target category of ImageNet-100, 0.5% of the set; the
 `published` preset keeps that rate, `fast` (default) raises it to 10%, the most effective rate measured
@@ -140,7 +141,7 @@ def run_bassl(inputs: AttackInputs, config: BasslConfig) -> AttackOutcome:
         pattern, mask = patch_of(trigger)
         return place(inputs, config, images, pattern, mask, g)
 
-    return run_data_poisoning(inputs, config, poison, "BASSL (SimCLR on poisoned data)")
+    return run_data_poisoning(inputs, config, poison, "BASSL")
 
 
 register_attack(Attack(

@@ -1,6 +1,6 @@
 """CTRL (Li et al., ICCV 2023): poison 1% of the pre-training set with target-class images carrying a
 frequency-domain trigger (high DCT frequencies of the YCbCr chroma channels, `ctrl[:MAGNITUDE]`), then
-let the victim run ordinary SimCLR on it.
+let the victim run ordinary SimCLR on it (or `method=mocov2|byol`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def poison_ctrl(trigger: Trigger, images: torch.Tensor, _: torch.Generator) -> t
 
 
 def run_ctrl(inputs: AttackInputs, config: DataPoisoningConfig) -> AttackOutcome:
-    return run_data_poisoning(inputs, config, poison_ctrl, "CTRL (SimCLR on poisoned data)")
+    return run_data_poisoning(inputs, config, poison_ctrl, "CTRL")
 
 
 register_attack(Attack(

@@ -1,4 +1,5 @@
-"""Data-poisoning attacks (BASSL, CTRL): build a poisoned pre-training set, then run ordinary SimCLR.
+"""Data-poisoning attacks (BASSL, CTRL): build a poisoned pre-training set, then let the victim run its
+ordinary pre-training method on it (SimCLR by default; `method=mocov2|byol`, as BASSL's authors attacked).
 
 The attacker contributes poisoned images to the victim's pre-training set: target-class images (from
 the reference data) carrying the trigger. They take the places of randomly chosen clean images, as when
@@ -18,7 +19,7 @@ from encoder_clean.attacks.registry import AttackInputs, AttackOutcome
 from encoder_clean.data.augment import augmentation, to_float, to_uint8
 from encoder_clean.encoders import create_encoder
 from encoder_clean.errors import UserError
-from encoder_clean.pretrain import SimCLRConfig, pretrain_simclr
+from encoder_clean.pretrain import DEFAULT_METHOD, PretrainConfig, pretrain_encoder
 from encoder_clean.runtime import device_generator
 from encoder_clean.triggers import Trigger
 
@@ -29,7 +30,7 @@ PoisonFn = Callable[[Trigger, Tensor, torch.Generator], tuple[Tensor, "Tensor | 
 
 @dataclass(frozen=True)
 class DataPoisoningConfig:
-    # The victim's SimCLR recipe: `pretrain`'s settings, from scratch on the poisoned set (the threat
+    # The victim's recipe: `pretrain`'s settings, from scratch on the poisoned set (the threat
     # model, and it keeps ACC comparable with a clean encoder pre-trained the same way). Continuing
     # from ENCODER (`from_scratch=false`) raises ACC by further pre-training (+6 points measured).
     epochs: int = 3
@@ -38,6 +39,7 @@ class DataPoisoningConfig:
     poison_rate: float = 0.01
     from_scratch: bool = True  # re-initialise ENCODER's architecture instead of continuing from it
     augment: str = "strong"
+    method: str = DEFAULT_METHOD  # the victim's pre-training method (`encoder-clean list methods`)
 
 
 @dataclass
@@ -86,8 +88,9 @@ def build_poisoned_set(shadow: Tensor, target_images: Tensor, rate: float, g: to
 
 def run_data_poisoning(inputs: AttackInputs, config: DataPoisoningConfig, poison: PoisonFn,
                        description: str) -> AttackOutcome:
-    """Poison the pre-training set with `poison` (the trigger at the data's own size), then run
-    ordinary SimCLR on it, re-initialising (or continuing from) the encoder."""
+    """Poison the pre-training set with `poison` (the trigger at the data's own size), then run the
+    victim's method on it, re-initialising (or continuing from) the encoder. `description` names the
+    attack; the method is added to it."""
     if config.epochs < 1:
         raise UserError("--epochs must be at least 1")
     trigger = inputs.trigger(int(inputs.shadow_images.shape[-1]))
@@ -99,10 +102,10 @@ def run_data_poisoning(inputs: AttackInputs, config: DataPoisoningConfig, poison
         fresh = create_encoder(encoder.arch).to(inputs.device)
         encoder.load_state_dict(fresh.state_dict(), strict=False)
         encoder.head = None
-    simclr = SimCLRConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                          augment=augmentation(config.augment))
-    stats = pretrain_simclr(encoder, poisoned.images, simclr, seed=inputs.seed, device=inputs.device,
-                            progress=inputs.progress, description=description)
+    victim = PretrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                            augment=augmentation(config.augment), method=config.method)
+    stats = pretrain_encoder(encoder, poisoned.images, victim, seed=inputs.seed, device=inputs.device,
+                             progress=inputs.progress, description=f"{description} ({config.method} on poisoned data)")
     used = inputs.target_images[torch.unique(poisoned.sources).to(inputs.target_images.device)]
     return AttackOutcome({**stats, "poisoned_images": len(poisoned.replaced),
                           "training_images": len(poisoned.images)}, used)

@@ -1,5 +1,5 @@
-"""`encoder-clean list`: what the registries hold (architectures, triggers, data formats, attacks,
-defenses, students, losses, scan methods)."""
+"""`encoder-clean list`: what the registries hold (architectures, triggers, data formats, pre-training
+methods, attacks, defenses, students, losses, scan methods)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from encoder_clean.distill.students import list_students
 from encoder_clean.distill.trainer import DistillConfig
 from encoder_clean.encoders import list_archs
 from encoder_clean.options import describe_options
+from encoder_clean.pretrain import list_methods
 from encoder_clean.scan.verdict import PRESETS as SCAN_METHODS
 from encoder_clean.triggers import trigger_help
 
@@ -45,6 +46,13 @@ def _data() -> Table:
     table = _table("spec", "description")
     for fmt in list_formats():
         table.add_row(fmt.usage, fmt.description)
+    return table
+
+
+def _methods() -> Table:
+    table = _table("method", "description", "settings (pretrain --option KEY=VALUE)")
+    for name, method in list_methods().items():
+        table.add_row(name, method.description, _settings(method.defaults))
     return table
 
 
@@ -96,13 +104,13 @@ def _table(*columns: str) -> Table:
 
 
 LISTERS: dict[str, Callable[[], Table]] = {
-    "archs": _archs, "triggers": _triggers, "data": _data, "attacks": _attacks, "defenses": _defenses,
-    "students": _students, "losses": _losses, "scans": _scans,
+    "archs": _archs, "triggers": _triggers, "data": _data, "methods": _methods, "attacks": _attacks,
+    "defenses": _defenses, "students": _students, "losses": _losses, "scans": _scans,
 }
 What = Enum("What", {name: name for name in LISTERS}, type=str)  # type: ignore[misc]
 
 
 def list_registry(what: Annotated[What, typer.Argument(help=", ".join(LISTERS) + ".")] = "archs") -> None:  # type: ignore[assignment]
-    """List a registry: architectures, built-in triggers, data formats, attacks (with presets), teacher
-    defenses, students, distillation losses (with their defaults) or scan methods."""
+    """List a registry: architectures, built-in triggers, data formats, pre-training methods, attacks (with
+    presets), teacher defenses, students, distillation losses (with their defaults) or scan methods."""
     Output(None, True).console.print(LISTERS[What(what).value]())

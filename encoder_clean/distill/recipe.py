@@ -103,7 +103,8 @@ def clean_with_distillation(poisoned: Encoder, clean_images: torch.Tensor, clean
     # real trigger; later rounds search the student (trainer.distill).
     triggers = find_triggers(poisoned, 0) if config.inverted_prob > 0 else []
     model = builder.build(StudentInputs(poisoned, student_arch or poisoned.arch, clean_images, device, seed,
-                                        config.warmup_epochs, progress, teacher=teacher))
+                                        config.warmup_epochs, progress, teacher=teacher,
+                                        warmup_method=config.warmup_method))
     stats["distill"] = distill(teacher, model, clean_images, specs, config, seed=seed, device=device,
                                progress=progress, triggers=triggers, find_triggers=find_triggers)
     if found:

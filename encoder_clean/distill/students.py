@@ -2,7 +2,8 @@
 
 - `raw`: a copy of the poisoned encoder as given (before any --finetune);
 - `void`: a randomly initialised encoder;
-- `warmup`: a randomly initialised encoder briefly trained with SimCLR on the clean subset first;
+- `warmup`: a randomly initialised encoder briefly pre-trained on the clean subset first (SimCLR, or
+  the method `warmup_method` names);
 and one of ours:
 - `teacher`: a copy of the teacher after its --finetune defense (self-distillation: the student starts
   where the purified teacher is and only has to unlearn what stamped views show it; with no --finetune it
@@ -21,7 +22,7 @@ from encoder_clean.encoders.base import Encoder
 from encoder_clean.encoders.registry import create_encoder
 from encoder_clean.errors import UserError
 from encoder_clean.registry import Registry
-from encoder_clean.pretrain import SimCLRConfig, pretrain_simclr
+from encoder_clean.pretrain import DEFAULT_METHOD, PretrainConfig, pretrain_encoder
 from encoder_clean.runtime import NULL_PROGRESS, Progress, prepare_model
 
 
@@ -35,6 +36,7 @@ class StudentInputs:
     warmup_epochs: int
     progress: Progress = NULL_PROGRESS
     teacher: Encoder | None = None  # the teacher after --finetune (the `teacher` student copies it)
+    warmup_method: str = DEFAULT_METHOD  # the warm-up student's pre-training method
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,9 @@ def _warmup(inputs: StudentInputs) -> Encoder:
     if inputs.warmup_epochs < 1:
         raise UserError("warmup_epochs must be at least 1 for the warm-up student")
     model = _void(inputs)
-    pretrain_simclr(model, inputs.clean_images, SimCLRConfig(epochs=inputs.warmup_epochs), seed=inputs.seed,
-                    device=inputs.device, progress=inputs.progress, description="warm-up student")
+    config = PretrainConfig(epochs=inputs.warmup_epochs, method=inputs.warmup_method)
+    pretrain_encoder(model, inputs.clean_images, config, seed=inputs.seed, device=inputs.device,
+                     progress=inputs.progress, description="warm-up student")
     return model
 
 
@@ -102,4 +105,4 @@ RAW = register_student(Student("raw", "a copy of the poisoned encoder", _raw, co
 register_student(Student("void", "a randomly initialised encoder", _void))
 TEACHER = register_student(Student("teacher", "a copy of the teacher after --finetune (self-distillation)",
                                    _teacher_copy, copy_of="teacher"))
-register_student(Student("warmup", "random init, briefly trained with SimCLR on the clean subset", _warmup))
+register_student(Student("warmup", "random init, briefly pre-trained on the clean subset (SimCLR; -o warmup_method=...)", _warmup))

@@ -44,7 +44,8 @@ class DistillConfig:
     patch_prob: float = 0.0  # share of student views with a random patch (0: the paper's recipe)
     patch_min: float = 0.1  # patch side as a fraction of the image side
     patch_max: float = 0.4
-    warmup_epochs: int = 20  # SimCLR epochs of the warm-up student before distillation
+    warmup_epochs: int = 20  # pre-training epochs of the warm-up student before distillation
+    warmup_method: str = "simclr"  # and its method (`encoder-clean list methods`)
     inverted_prob: float = 0.0  # share of student views stamped with a trigger inverted from the poisoned encoder
     inverted_triggers: int = 1  # how many triggers to invert (each search from its own seed)
     inversion_steps: int = 200  # optimisation steps of each search (the scanner's default)

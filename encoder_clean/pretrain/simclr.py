@@ -1,30 +1,22 @@
-"""SimCLR pre-training (NT-Xent), shared by `pretrain` and the data-poisoning attacks (BASSL, CTRL)."""
+"""SimCLR (Chen et al., ICML 2020): NT-Xent over the two views of every image in the batch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from encoder_clean.data.augment import AUGMENTATIONS, AugmentConfig, simclr_augment
 from encoder_clean.encoders.base import Encoder
+from encoder_clean.errors import UserError
 from encoder_clean.parallel import gather_rows
-from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator, fused, take
-from encoder_clean.training import EpochBatcher, run_steps
-from encoder_clean.training.loop import warmup_cosine
+from encoder_clean.pretrain.registry import Method, Objective, Schedule, register_method
+from encoder_clean.runtime import autocast
 
 
 @dataclass(frozen=True)
-class SimCLRConfig:
-    epochs: int = 2
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 1e-6
-    temperature: float = 0.5  # REFERENCE.md
-    warmup_steps: int = 20
-    augment: AugmentConfig = field(default_factory=lambda: AUGMENTATIONS["strong"])
+class SimCLRSettings:
+    temperature: float = 0.5  # the seed paper's SimCLR encoders
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -45,39 +37,25 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(logits, (rows + total) % (2 * total))
 
 
-def simclr_loss(encoder: Encoder, images: torch.Tensor, g: torch.Generator, config: SimCLRConfig,
-                device: torch.device) -> torch.Tensor:
-    """NT-Xent of two augmented views of `images` (uint8), through the projection head."""
-    size = encoder.image_size
-    views = torch.cat([simclr_augment(images, size, g, config.augment),
-                       simclr_augment(images, size, g, config.augment)])
-    views = views.contiguous(memory_format=torch.channels_last)
-    with autocast(device):
-        z = encoder.project(encoder.features(views))
-    half = images.shape[0]
-    return nt_xent(z[:half], z[half:], config.temperature)
+class SimCLR(Objective):
+    """No state beside the encoder and its projection head."""
+
+    def __init__(self, settings: SimCLRSettings):
+        super().__init__()
+        self.temperature = settings.temperature
+
+    def loss(self, encoder: Encoder, views: torch.Tensor, device: torch.device) -> torch.Tensor:
+        with autocast(device):
+            z = encoder.project(encoder.features(views))
+        half = views.shape[0] // 2
+        return nt_xent(z[:half], z[half:], self.temperature)
 
 
-def pretrain_simclr(encoder: Encoder, images: torch.Tensor, config: SimCLRConfig, *, seed: int,
-                    device: torch.device, progress: Progress = NULL_PROGRESS,
-                    description: str = "SimCLR", after_step: Callable[[], None] | None = None
-                    ) -> dict[str, object]:
-    """Train `encoder` (with its projection head) in place on uint8 `images` (on `device`, or in host
-    memory for data too large for it: see `place_images`)."""
-    encoder.add_head().train()
-    g = device_generator(device, seed)
-    batcher = EpochBatcher(len(images), config.batch_size, g, images.device)
-    total = max(1, config.epochs * batcher.steps_per_epoch)
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                  **fused(device))
-    scheduler = warmup_cosine(optimizer, total, min(config.warmup_steps, total // 10))
-    batches = iter(batcher)
+def build_simclr(encoder: Encoder, settings: SimCLRSettings, schedule: Schedule) -> SimCLR:
+    if settings.temperature <= 0:
+        raise UserError(f"temperature must be positive, got {settings.temperature}")
+    return SimCLR(settings)
 
-    def step(_: int) -> torch.Tensor:
-        return simclr_loss(encoder, take(images, next(batches), device), g, config, device)
 
-    history = run_steps(step, optimizer, total, scheduler=scheduler, progress=progress,
-                        state={"encoder": encoder, "generator": g, "batches": batches},
-                        description=description, after_step=after_step)
-    encoder.eval()
-    return {"steps": total, "final_loss": history[-1]["loss"] if history else None}
+register_method(Method("simclr", "SimCLR: NT-Xent over both views of the batch (Chen et al., 2020)",
+                       SimCLRSettings(), build_simclr))

@@ -1,0 +1,71 @@
+"""The one pre-training loop of every method: batches of two augmented views through a method's
+objective, on the training-loop core (on-device batches and augmentation, data-parallel under
+torchrun, resumable, bf16 where `autocast` allows it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from encoder_clean.data.augment import AUGMENTATIONS, AugmentConfig, simclr_augment
+from encoder_clean.encoders.base import Encoder
+from encoder_clean.pretrain.registry import Schedule, get_method
+from encoder_clean.runtime import NULL_PROGRESS, Progress, device_generator, fused, take
+from encoder_clean.training import EpochBatcher, run_steps
+from encoder_clean.training.loop import warmup_cosine
+
+DEFAULT_METHOD = "simclr"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    epochs: int = 2
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-6
+    warmup_steps: int = 20
+    augment: AugmentConfig = field(default_factory=lambda: AUGMENTATIONS["strong"])
+    method: str = DEFAULT_METHOD
+    options: tuple[str, ...] = ()  # the method's settings as KEY=VALUE, over its published defaults
+
+
+def two_views(images: torch.Tensor, size: int, g: torch.Generator, augment: AugmentConfig) -> torch.Tensor:
+    """Two augmented views of each uint8 image: the first views of the batch, then the second."""
+    views = torch.cat([simclr_augment(images, size, g, augment), simclr_augment(images, size, g, augment)])
+    return views.contiguous(memory_format=torch.channels_last)
+
+
+def pretrain_encoder(encoder: Encoder, images: torch.Tensor, config: PretrainConfig, *, seed: int,
+                     device: torch.device, progress: Progress = NULL_PROGRESS, description: str | None = None,
+                     after_step: Callable[[], None] | None = None) -> dict[str, object]:
+    """Train `encoder` (with its projection head) in place with `config.method` on uint8 `images` (on
+    `device`, or in host memory for data too large for it: see `place_images`). `after_step` runs after
+    each optimiser step, before the method's own update."""
+    method = get_method(config.method)
+    settings = method.settings(config.options)
+    encoder.add_head().train()
+    g = device_generator(device, seed)
+    batcher = EpochBatcher(len(images), config.batch_size, g, images.device)
+    total = max(1, config.epochs * batcher.steps_per_epoch)
+    objective = method.build(encoder, settings, Schedule(total, batcher.batch_size, len(images), g)).to(device)
+    trained = [*encoder.parameters(), *(p for p in objective.parameters() if p.requires_grad)]
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay, **fused(device))
+    scheduler = warmup_cosine(optimizer, total, min(config.warmup_steps, total // 10))
+    batches = iter(batcher)
+
+    def step(_: int) -> torch.Tensor:
+        views = two_views(take(images, next(batches), device), encoder.image_size, g, config.augment)
+        return objective.loss(encoder, views, device)
+
+    def update() -> None:
+        if after_step is not None:
+            after_step()
+        objective.update(encoder)
+
+    history = run_steps(step, optimizer, total, scheduler=scheduler, progress=progress,
+                        state={"encoder": encoder, "objective": objective, "generator": g, "batches": batches},
+                        description=description or method.name, after_step=update)
+    encoder.eval()
+    return {"method": method.name, "steps": total, "final_loss": history[-1]["loss"] if history else None}

@@ -1,0 +1,91 @@
+"""MoCo v2 (Chen, Fan, Girshick, He, 2020): queries from the encoder, keys from a momentum copy of it,
+InfoNCE against a queue of earlier keys.
+
+Published settings (the defaults): temperature 0.2, a 2-layer MLP head, and at CIFAR scale a queue of
+4,096 keys and momentum 0.99. The head is the encoder's projection head, which has a BatchNorm between
+its two layers (the layout the checkpoints store; solo-learn's MoCo v2+ uses the same). The loss is the
+published asymmetric one: the first view's query against the second view's key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from encoder_clean.encoders.base import Encoder
+from encoder_clean.errors import UserError
+from encoder_clean.parallel import gather_rows
+from encoder_clean.pretrain.momentum import momentum_copy, momentum_update
+from encoder_clean.pretrain.registry import Method, Objective, Schedule, register_method
+from encoder_clean.runtime import autocast
+
+
+@dataclass(frozen=True)
+class MocoSettings:
+    temperature: float = 0.2
+    queue_size: int = 4096
+    momentum: float = 0.99
+
+
+def queue_capacity(asked: int, schedule: Schedule) -> int:
+    """The queue length for a run: at most the training images less one batch. A longer queue would
+    still hold a key of the query's own image from the previous epoch, to be pushed away as a negative
+    (the defender's few hundred clean images are far fewer than 4,096)."""
+    return max(1, min(asked, schedule.images - schedule.batch_size))
+
+
+class MoCo(Objective):
+    def __init__(self, encoder: Encoder, settings: MocoSettings, schedule: Schedule):
+        super().__init__()
+        self.temperature = settings.temperature
+        self.momentum = settings.momentum
+        self.key_encoder = momentum_copy(encoder)
+        g = schedule.generator
+        dim = encoder.head.layers[-1].out_features
+        # Random unit keys until real ones replace them, as in the reference code.
+        queue = F.normalize(torch.randn(queue_capacity(settings.queue_size, schedule), dim, generator=g,
+                                        device=g.device), dim=1)
+        self.register_buffer("queue", queue)
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long, device=g.device))
+
+    def loss(self, encoder: Encoder, views: torch.Tensor, device: torch.device) -> torch.Tensor:
+        half = views.shape[0] // 2
+        with autocast(device):
+            q = encoder.project(encoder.features(views[:half]))
+            with torch.no_grad():
+                k = self.key_encoder.project(self.key_encoder.features(views[half:]))
+        q, k = F.normalize(q.float(), dim=1), F.normalize(k.float(), dim=1)
+        positive = (q * k).sum(dim=1, keepdim=True)
+        negative = q @ self.queue.clone().t()  # a copy: the queue changes below, before the backward pass
+        logits = torch.cat([positive, negative], dim=1) / self.temperature
+        loss = F.cross_entropy(logits, torch.zeros(half, dtype=torch.long, device=q.device))
+        self.enqueue(k)
+        return loss
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Replace the oldest keys with this step's, every rank's in rank order (the global batch)."""
+        keys, _ = gather_rows(keys)
+        size = self.queue.shape[0]
+        slots = (self.pointer + torch.arange(keys.shape[0], device=keys.device)) % size
+        self.queue[slots[-size:]] = keys[-size:]  # a batch longer than the queue keeps its newest keys
+        self.pointer.copy_((self.pointer + keys.shape[0]) % size)
+
+    def update(self, encoder: Encoder) -> None:
+        momentum_update(self.key_encoder, encoder, self.momentum)
+
+
+def build_moco(encoder: Encoder, settings: MocoSettings, schedule: Schedule) -> MoCo:
+    if settings.temperature <= 0:
+        raise UserError(f"temperature must be positive, got {settings.temperature}")
+    if settings.queue_size < 1:
+        raise UserError(f"queue_size must be at least 1, got {settings.queue_size}")
+    if not 0 <= settings.momentum <= 1:
+        raise UserError(f"momentum must be in [0, 1], got {settings.momentum}")
+    return MoCo(encoder, settings, schedule)
+
+
+register_method(Method("mocov2", "MoCo v2: momentum key encoder and a queue of negatives (Chen et al., 2020)",
+                       MocoSettings(), build_moco))

@@ -1,0 +1,157 @@
+"""Each pre-training method: a step trains, and MoCo's queue and the momentum updates do what the papers say."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from encoder_clean.data.augment import AUGMENTATIONS
+from encoder_clean.encoders import create_encoder
+from encoder_clean.errors import UserError
+from encoder_clean.pretrain import PretrainConfig, Schedule, get_method, list_methods, pretrain_encoder, two_views
+from tests.conftest import TINY_ARCH
+
+CPU = torch.device("cpu")
+METHODS = ("simclr", "mocov2", "byol")
+
+
+def _encoder():
+    torch.manual_seed(0)
+    return create_encoder(TINY_ARCH).add_head().train()
+
+
+def _build(name, encoder, *options, total_steps=10, images=64, batch_size=8):
+    method = get_method(name)
+    schedule = Schedule(total_steps, batch_size, images, torch.Generator().manual_seed(0))
+    return method.build(encoder, method.settings(list(options)), schedule)
+
+
+def _views(n=8, seed=0):
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return two_views(images, 32, torch.Generator().manual_seed(seed), AUGMENTATIONS["strong"])
+
+
+def test_every_method_is_registered():
+    assert set(METHODS) <= set(list_methods())
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_one_step_changes_the_weights_and_the_loss_is_finite(name, tiny_data):
+    encoder = _encoder()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    stats = pretrain_encoder(encoder, tiny_data.train.images[:16], PretrainConfig(epochs=1, batch_size=16, method=name),
+                             seed=0, device=CPU)
+    assert stats["steps"] == 1 and stats["method"] == name
+    assert math.isfinite(stats["final_loss"])
+    moved = [k for k, v in encoder.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    assert any(k.startswith("head.") for k in moved) and any(not k.startswith("head.") for k in moved)
+
+
+def test_published_defaults():
+    assert get_method("simclr").defaults.temperature == 0.5
+    moco = get_method("mocov2").defaults
+    assert (moco.temperature, moco.queue_size, moco.momentum) == (0.2, 4096, 0.99)
+    assert get_method("byol").defaults.tau == 0.996
+
+
+def test_moco_scores_against_the_queue_before_this_step_then_enqueues_the_keys():
+    encoder = _encoder()
+    moco = _build("mocov2", encoder)
+    views = _views()
+    queue = moco.queue.clone()
+    loss = moco.loss(encoder, views, CPU)
+    q = F.normalize(encoder.project(encoder.features(views[:8])), dim=1)
+    with torch.no_grad():
+        k = F.normalize(moco.key_encoder.project(moco.key_encoder.features(views[8:])), dim=1)
+    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.t()], dim=1) / 0.2
+    assert torch.allclose(loss, F.cross_entropy(logits, torch.zeros(8, dtype=torch.long)), atol=1e-5)
+    assert torch.allclose(moco.queue[:8], k, atol=1e-6) and torch.equal(moco.queue[8:], queue[8:])
+    assert int(moco.pointer) == 8
+
+
+def test_moco_queue_is_a_ring_and_holds_at_most_the_images_less_a_batch():
+    moco = _build("mocov2", _encoder(), "queue_size=5", images=100)
+    assert moco.queue.shape == (5, 128)
+    first, second = torch.ones(3, 128), torch.full((3, 128), 2.0)
+    moco.enqueue(first)
+    moco.enqueue(second)
+    assert moco.queue[:, 0].tolist() == [2, 1, 1, 2, 2] and int(moco.pointer) == 1
+    assert _build("mocov2", _encoder(), images=100, batch_size=8).queue.shape[0] == 92  # 4,096 asked
+
+
+@pytest.mark.parametrize("name, copy", [("mocov2", "key_encoder"), ("byol", "target")])
+def test_the_momentum_copy_receives_no_gradient(name, copy):
+    encoder = _encoder()
+    objective = _build(name, encoder)
+    objective.loss(encoder, _views(), CPU).backward()
+    kept = getattr(objective, copy)
+    assert all(not p.requires_grad and p.grad is None for p in kept.parameters())
+    assert all(p.grad is not None for p in encoder.parameters())
+    trained = [p for p in objective.parameters() if p.requires_grad]
+    assert all(p.grad is not None for p in trained) and (name != "byol" or trained)  # BYOL's predictor trains
+
+
+def _shift_online(encoder, amount=1.0):
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.add_(amount)
+
+
+def test_moco_momentum_update_is_exactly_m_key_plus_1_minus_m_query():
+    encoder = _encoder()
+    moco = _build("mocov2", encoder, "momentum=0.9")
+    old = [p.clone() for p in moco.key_encoder.parameters()]
+    _shift_online(encoder)  # the key encoder started as a copy: the query is now key + 1
+    moco.update(encoder)
+    for before, after, online in zip(old, moco.key_encoder.parameters(), encoder.parameters()):
+        assert torch.allclose(after, 0.9 * before + 0.1 * online, rtol=0, atol=1e-6)
+        assert torch.allclose(after - before, torch.full_like(before, 0.1), rtol=0, atol=1e-5)
+
+
+def test_byol_tau_rises_from_its_base_to_1_on_a_cosine():
+    byol = _build("byol", _encoder(), total_steps=10)
+    assert float(byol.tau(0)) == pytest.approx(0.996, abs=1e-12)
+    assert float(byol.tau(5)) == pytest.approx(0.998, abs=1e-12)
+    assert float(byol.tau(10)) == pytest.approx(1.0, abs=1e-12)
+    assert float(byol.tau(2)) == pytest.approx(1 - 0.004 * (math.cos(math.pi * 0.2) + 1) / 2, abs=1e-12)
+
+
+def test_byol_target_update_uses_the_scheduled_tau_of_each_step():
+    encoder = _encoder()
+    byol = _build("byol", encoder, total_steps=4)
+    for k in range(3):
+        old = [p.clone() for p in byol.target.parameters()]
+        _shift_online(encoder)
+        byol.update(encoder)
+        tau = 1 - 0.004 * (math.cos(math.pi * k / 4) + 1) / 2
+        for before, after, online in zip(old, byol.target.parameters(), encoder.parameters()):
+            assert torch.allclose(after, tau * before + (1 - tau) * online, rtol=0, atol=1e-6)
+        assert int(byol.steps) == k + 1
+
+
+def test_byol_loss_is_2_minus_2_cos_summed_over_both_orders():
+    encoder = _encoder()
+    byol = _build("byol", encoder)
+    views = _views()
+    loss = byol.loss(encoder, views, CPU)
+    p = F.normalize(byol.predictor(encoder.project(encoder.features(views))), dim=1)
+    with torch.no_grad():
+        t = F.normalize(byol.target.project(byol.target.features(views)), dim=1)
+    expected = ((2 - 2 * (p[:8] * t[8:]).sum(1)) + (2 - 2 * (p[8:] * t[:8]).sum(1))).mean()
+    assert torch.allclose(loss, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, option", [("mocov2", "momentum=1.5"), ("mocov2", "queue_size=0"),
+                                          ("mocov2", "temperature=0"), ("byol", "tau=-0.1"),
+                                          ("simclr", "temperature=-1"), ("byol", "temperature=0.5")])
+def test_bad_settings_are_refused(name, option):
+    with pytest.raises(UserError):
+        _build(name, _encoder(), option)
+
+
+def test_an_unknown_method_is_refused():
+    with pytest.raises(UserError, match="known: byol, mocov2, simclr"):
+        get_method("swav")
