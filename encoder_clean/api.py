@@ -21,7 +21,7 @@ import contextlib
 import copy
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence, Union
 
@@ -35,11 +35,14 @@ from encoder_clean.encoders.base import Encoder
 from encoder_clean.encoders.export import FORMATS, export_folder
 from encoder_clean.encoders.io import LoadedEncoder
 from encoder_clean.encoders.io import load_encoder as _load_encoder_source
+from encoder_clean.encoders.io import produced_by
 from encoder_clean.encoders.io import save_encoder as _save_safetensors
 from encoder_clean.errors import UserError
 from encoder_clean.options import apply_options, describe_options, to_assignments
 from encoder_clean.provenance import Provenance, provenance
-from encoder_clean.runtime import NULL_PROGRESS, Advance, Progress, place_images, prepare_model, resolve_device, seed_everything
+from encoder_clean.runtime import (NULL_PROGRESS, Advance, Progress, place_images, prepare_model, resolve_device,
+                                   seed_everything)
+from encoder_clean.scan import ScanOutcome, run_scan, scan_config
 from encoder_clean.triggers import Trigger
 from encoder_clean.triggers import load_trigger as _load_trigger_spec
 
@@ -97,10 +100,12 @@ def _device(device: DeviceLike) -> torch.device:
 
 
 # ------------------------------------------------------------------------------ inputs
-def load_encoder(source: EncoderLike, *, arch: str | None = None, device: DeviceLike = "cpu") -> LoadedEncoder:
+def load_encoder(source: EncoderLike, *, arch: str | None = None, prefix: str | None = None,
+                 device: DeviceLike = "cpu") -> LoadedEncoder:
     """An encoder with what its file records: a checkpoint path, a timm/transformers model folder or
     `hf://OWNER/REPO[/PATH][@REV]`. A `TrainResult` brings the settings it would be saved with; a bare
-    `Encoder` is wrapped as it is (no file, no recorded settings)."""
+    `Encoder` is wrapped as it is (no file, no recorded settings). `arch` names the architecture of a file
+    that does not record it; `prefix` the network to take from a file that holds several."""
     if isinstance(source, LoadedEncoder):
         return source
     if isinstance(source, TrainResult):  # what it would record once saved (the attack, for `evaluate`)
@@ -108,7 +113,7 @@ def load_encoder(source: EncoderLike, *, arch: str | None = None, device: Device
                              source.provenance.metadata(source.encoder))
     if isinstance(source, Encoder):
         return LoadedEncoder(source, f"<{source.arch}>", Path(), "")
-    return _load_encoder_source(os.fspath(source), arch=arch, device=device)
+    return _load_encoder_source(os.fspath(source), arch=arch, device=device, prefix=prefix)
 
 
 def load_data(spec: DataLike, progress: ProgressLike = None) -> Dataset:
@@ -149,19 +154,13 @@ def save_encoder(encoder: TrainResult | Encoder, path: str | os.PathLike, *, for
     if isinstance(encoder, TrainResult):
         model, provenance = encoder.encoder, provenance or encoder.provenance
     else:
-        model, provenance = encoder, provenance or Provenance(_produced_by_api())
+        model, provenance = encoder, provenance or Provenance(produced_by("python api"))
     if format not in FORMATS:
         raise UserError(f"format {format}: choose one of {', '.join(FORMATS)}")
     if format == "safetensors":
         return _save_safetensors(model, path, produced_by=provenance.produced_by,
                                  parent_sha256=provenance.parent_sha256, settings=provenance.settings)
     return export_folder(model, Path(path), format, provenance.metadata(model))
-
-
-def _produced_by_api() -> str:
-    from encoder_clean.encoders.io import produced_by
-
-    return produced_by("python api")
 
 
 # ------------------------------------------------------------------------------ pretrain
@@ -510,9 +509,64 @@ def _attack_settings(loaded: Sequence[LoadedEncoder], trigger: TriggerLike | Non
     return trigger, int(target)
 
 
+# ------------------------------------------------------------------------------ scan
+@dataclass(frozen=True)
+class ScanConfig:
+    """A scan method (`encoder-clean list scans`), its threshold and settings, and the shadow images."""
+
+    method: str = "encoder-clean"
+    threshold: float | None = None  # default: the method's, calibrated on clean encoders
+    shadow_images: int = 1000  # a class-balanced sample of the training split, drawn by the seed
+    options: Settings = ()
+
+
+@dataclass
+class ScanResult(ScanOutcome):
+    """`scan`'s verdict on one encoder: the method's outcome, and which encoder and shadow images it was."""
+
+    source: str = ""
+    sha256: str = ""
+    arch: str = ""
+    shadow_sample: dict[str, object] = field(default_factory=dict)
+
+    def row(self) -> dict[str, object]:
+        return {"source": self.source, "sha256": self.sha256, "arch": self.arch, **super().row()}
+
+
+def shadow_images(data: DataLike, count: int, seed: int, progress: ProgressLike = None) -> tuple[torch.Tensor, dict]:
+    """`count` clean shadow images of `data`'s training split (a class-balanced sample drawn by `seed`) and
+    what the sample was."""
+    from encoder_clean.data.sampling import balanced_sample
+
+    if count < 2:
+        raise UserError(f"shadow images: need at least 2, got {count}")
+    dataset = load_data(data, progress)
+    sample = balanced_sample(dataset.train, count, seed)
+    if len(sample) < 2:
+        raise UserError(f"data {dataset.name}: fewer than 2 training images")
+    return sample.split.images, sample.describe(dataset.class_names)
+
+
+def scan(encoder: EncoderLike, data: DataLike = "builtin", config: ScanConfig = ScanConfig(), *,
+         arch: str | None = None, device: DeviceLike = "auto", seed: int = 0,
+         progress: ProgressLike = None) -> ScanResult:
+    """Is `encoder` backdoored? Runs the scan method on clean shadow images of `data` and judges the score
+    against the threshold (encoder_clean.scan.run_scan)."""
+    settings = scan_config(config.method, to_assignments(config.options))
+    torch_device = _device(device)
+    loaded = load_encoder(encoder, arch=arch)
+    images, sample = shadow_images(data, config.shadow_images, seed, progress)
+    seed_everything(seed)
+    model = _working_copy(loaded, torch_device)
+    outcome = run_scan(model, images, method=config.method, config=settings, threshold=config.threshold,
+                       device=torch_device, seed=seed, progress=as_progress(progress))
+    return ScanResult(**{f.name: getattr(outcome, f.name) for f in fields(outcome)}, source=loaded.source,
+                      sha256=loaded.sha256, arch=model.arch, shadow_sample=sample)
+
+
 __all__ = [
     "CallbackProgress", "DataLike", "DistillConfig", "EncoderEval", "EncoderLike", "EvalConfig", "EvalResult",
-    "LoadedEncoder", "PoisonConfig", "PretrainConfig", "ProgressEvent", "Provenance", "PurifyConfig", "Settings",
-    "TrainResult", "TriggerLike", "distill", "evaluate", "load_data", "load_encoder", "load_trigger", "poison",
-    "pretrain", "purify", "save_encoder",
+    "LoadedEncoder", "PoisonConfig", "PretrainConfig", "ProgressEvent", "Provenance", "PurifyConfig", "ScanConfig",
+    "ScanResult", "Settings", "TrainResult", "TriggerLike", "distill", "evaluate", "load_data", "load_encoder",
+    "load_trigger", "poison", "pretrain", "purify", "save_encoder", "scan",
 ]

@@ -120,3 +120,15 @@ def test_bad_input_is_a_user_error(clean):
         ec.poison(clean, TINY, ec.PoisonConfig(attack="nope"))
     with pytest.raises(UserError, match="format"):
         ec.save_encoder(ec.load_encoder(clean).encoder, "x.safetensors", format="onnx")
+
+
+def test_scan_returns_a_verdict_with_the_trigger_it_found(clean):
+    config = ec.ScanConfig(shadow_images=24, options={"steps": 3, "grid": 2, "batch_size": 4})
+    result = ec.scan(clean, TINY, config, device="cpu")
+    assert isinstance(result, ec.ScanResult) and result.verdict in ("backdoor", "clean")
+    assert result.source == str(clean) and result.shadow_sample["size"] == 24
+    assert result.mask.shape == (1, 32, 32) and result.pattern.shape == (3, 32, 32)
+    assert result.margin == pytest.approx(result.score - result.threshold, abs=1e-5)
+    assert result.row()["verdict"] == result.verdict and "mask" not in result.row()
+    again = ec.scan(ec.load_encoder(clean).encoder, ec.load_data(TINY), config, device="cpu")
+    assert again.score == result.score  # the same seed, from a file or from objects

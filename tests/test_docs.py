@@ -6,6 +6,8 @@ So the documentation cannot drift from the code without a test failing."""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import os
 import re
 import shlex
@@ -19,6 +21,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+import encoder_clean
 from encoder_clean.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,15 +117,45 @@ def test_shell_block(where, start, script):
     check_shell(script)
 
 
+def check_api_names(source: str, where: str) -> None:
+    """Every `ec.NAME` a block uses exists, and every keyword given to a config dataclass is one of its fields."""
+    for node in ast.walk(ast.parse(source, where)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ec":
+            assert hasattr(encoder_clean, node.attr), f"{where}: encoder_clean has no {node.attr}"
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "ec"):
+            target = getattr(encoder_clean, node.func.attr)
+            if dataclasses.is_dataclass(target):
+                names = {f.name for f in dataclasses.fields(target)}
+                for keyword in node.keywords:
+                    assert keyword.arg in names, f"{where}: {node.func.attr} has no field {keyword.arg}"
+
+
+def run_python(source: str, where: str, folder: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", source], cwd=folder, capture_output=True, text=True,
+                            timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                                              "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, f"{where}: {result.stderr[-3000:]}"
+
+
+def slow_example(source: str) -> bool:
+    """A scan takes tens of seconds even on tiny data: blocks with one run in the slow suite."""
+    return "ec.scan(" in source
+
+
 @pytest.mark.parametrize("where, start, source", PYTHON, ids=block_ids(PYTHON))
 def test_python_block(where, start, source, tmp_path):
-    compile(source, where, "exec")
-    if any(marker in source for marker in NOT_HERE):
+    check_api_names(source, where)
+    if any(marker in source for marker in NOT_HERE) or slow_example(source):
         return
-    result = subprocess.run([sys.executable, "-c", source], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                                              "PYTHONPATH": str(ROOT)})
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_python(source, where, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where, start, source", [b for b in PYTHON if slow_example(b[2])],
+                         ids=block_ids([b for b in PYTHON if slow_example(b[2])]))
+def test_python_block_with_a_scan(where, start, source, tmp_path):
+    run_python(source, where, tmp_path)
 
 
 @pytest.mark.parametrize("where, start, text", YAML, ids=block_ids(YAML))

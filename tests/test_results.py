@@ -1,0 +1,43 @@
+"""benchmarks/results.py: a benchmark's table replaces its own section of RESULTS.md, with its command,
+commit and machine, and a JSON copy beside it; other sections stay as they were."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def results():
+    spec = importlib.util.spec_from_file_location("benchmark_results", ROOT / "benchmarks" / "results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_publish_writes_then_replaces_its_section(results, tmp_path, monkeypatch):
+    target = tmp_path / "RESULTS.md"
+    target.write_text("# Measured results\n\nintro\n\n## Earlier runs\n\nold notes\n")
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "benchmarks" / "demo_bench.py"), "--epochs", "3"])
+    columns = [("name", "encoder"), ("acc", "ACC %")]
+    results.publish("demo-bench", "A table", [{"name": "clean", "acc": 40.5}], columns, results=target,
+                    json_dir=tmp_path / "json", notes="a note", load="alone")
+    results.publish("other", "Another", [{"name": "x", "acc": 1.0}], columns, results=target,
+                    json_dir=tmp_path / "json")
+    results.publish("demo-bench", "A table", [{"name": "clean", "acc": 41.25}], columns, results=target,
+                    json_dir=tmp_path / "json")
+    text = target.read_text()
+    assert text.count("<!-- results:demo-bench -->") == 1 and "41.25" in text and "40.50" not in text
+    assert "`python benchmarks/demo_bench.py --epochs 3` at commit" in text
+    assert text.index("results:other") < text.index("## Earlier runs") and text.endswith("old notes\n")
+    assert "| encoder | ACC % |\n| --- | ---: |\n| clean | 41.25 |" in text
+    saved = json.loads((tmp_path / "json" / "demo-bench.json").read_text())
+    assert saved["rows"] == [{"name": "clean", "acc": 41.25}] and saved["commit"] and saved["machine"]
+    with pytest.raises(ValueError):
+        results.publish("Bad Name", "t", [], columns, results=target, json_dir=tmp_path)
