@@ -8,6 +8,7 @@ from encoder_clean import __version__
 from encoder_clean.cli.demo import demo
 from encoder_clean.cli.distill import distill
 from encoder_clean.cli.evaluate import evaluate
+from encoder_clean.cli.inspect import inspect
 from encoder_clean.cli.listing import list_registry
 from encoder_clean.cli.poison import poison
 from encoder_clean.cli.pretrain import pretrain
@@ -30,6 +31,7 @@ app.command("purify")(purify)
 app.command("distill")(distill)
 app.command("scan")(scan)
 app.command("evaluate")(evaluate)
+app.command("inspect")(inspect)
 app.command("demo")(demo)
 app.command("list")(list_registry)
 

@@ -35,6 +35,9 @@ JsonOption = Annotated[Optional[str], typer.Option(
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 ArchOption = Annotated[Optional[str], typer.Option(
     "--arch", help="Architecture for files that do not record it (see `encoder-clean archs`).")]
+PrefixOption = Annotated[Optional[str], typer.Option(
+    "--prefix", metavar="NAME", help="The network to take from a checkpoint that holds several (its key prefix, "
+    "e.g. module.encoder_k); docs/checkpoints.md lists the layouts that load without it.")]
 DataOption = Annotated[str, typer.Option(
     "--data", metavar="SPEC", help="Data: builtin[:shapes|glyphs], cifar10:ROOT, stl10:ROOT, gtsrb:ROOT, svhn:ROOT, folder:ROOT, npz:PATH.")]
 CleanFractionOption = Annotated[float, typer.Option(

@@ -7,18 +7,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, CleanFractionOption, CompileOption,
+from encoder_clean.cli.common import (ArchOption, PrefixOption, CheckpointEveryOption, CleanFractionOption, CompileOption,
                                       DEFAULT_CHECKPOINT_EVERY, DataOption, DeviceOption, JsonOption, Output,
                                       QuietOption, ResumeOption, SeedOption, check_output, check_room, command_line,
                                       defender_data, flag_assignments, handle_errors, inherited_attack, resumable,
                                       run_identity, training_command)
+from encoder_clean.cli.reading import open_encoder
 from encoder_clean.cli.purify import EpochsOption, LrOption
 from encoder_clean.defenses import list_defenses
 from encoder_clean.distill.losses import list_losses
 from encoder_clean.distill.recipe import FAMILY_RECIPES, NO_FINETUNE, clean_with_distillation, recommended_for
 from encoder_clean.distill.students import list_students
 from encoder_clean.encoders.export import FORMATS, check_folder_output, export_folder
-from encoder_clean.encoders.io import checkpoint_metadata, load_encoder, produced_by, save_encoder
+from encoder_clean.encoders.io import checkpoint_metadata, produced_by, save_encoder
 from encoder_clean.errors import UserError
 from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
 
@@ -47,6 +48,7 @@ def distill(
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Any other distillation setting, repeatable (see `encoder-clean list losses`).")] = None,
     finetune_option: Annotated[Optional[list[str]], typer.Option("--finetune-option", metavar="KEY=VALUE", help="A setting of the --finetune method, repeatable.")] = None,
     arch: ArchOption = None,
+    prefix: PrefixOption = None,
     resume: ResumeOption = False,
     checkpoint_every: CheckpointEveryOption = DEFAULT_CHECKPOINT_EVERY,
     compile_model: CompileOption = False,
@@ -72,7 +74,7 @@ def distill(
         check_folder_output(out)
     torch_device = resolve_device(device)
     seed_everything(seed)
-    loaded = load_encoder(teacher, arch=arch, device="cpu")
+    loaded = open_encoder(teacher, arch, prefix)
     # What the user leaves out comes from the recommended recipe for the teacher's family; the recipe's
     # distillation settings apply with its losses, its teacher settings with its teacher defense, and
     # explicit flags win over both.

@@ -7,10 +7,11 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from encoder_clean.cli.common import (ArchOption, DataOption, DeviceOption, JsonOption, Output, QuietOption,
+from encoder_clean.cli.common import (ArchOption, PrefixOption, DataOption, DeviceOption, JsonOption, Output, QuietOption,
                                       SeedOption, handle_errors)
+from encoder_clean.cli.reading import open_encoder
 from encoder_clean.data.specs import load_data
-from encoder_clean.encoders.io import LoadedEncoder, load_encoder
+from encoder_clean.encoders.io import LoadedEncoder
 from encoder_clean.errors import UserError
 from encoder_clean.evaluate.metrics import evaluate_encoder
 from encoder_clean.evaluate.probe import PROBES, probe_config
@@ -30,6 +31,7 @@ def evaluate(
     probe: Annotated[str, typer.Option("--probe", help=f"Downstream probe: {' or '.join(PROBES)}.")] = "linear",
     probe_epochs: Annotated[Optional[int], typer.Option("--probe-epochs", help="Probe training epochs (default 100; the papers' MLP uses 500).")] = None,
     arch: ArchOption = None,
+    prefix: PrefixOption = None,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_path: JsonOption = None,
@@ -44,7 +46,7 @@ def evaluate(
     config = probe_config(probe, probe_epochs)
     torch_device = resolve_device(device)
     seed_everything(seed)
-    loaded = [load_encoder(source, arch=arch, device="cpu") for source in encoders]
+    loaded = [open_encoder(source, arch, prefix) for source in encoders]
     trigger_spec, target = _attack_settings(loaded, trigger, target_class)
     dataset = load_data(data, output.progress())
     rows = []

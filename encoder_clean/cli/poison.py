@@ -9,12 +9,13 @@ import typer
 
 from encoder_clean.attacks import AttackInputs, get_attack, list_attacks
 from encoder_clean.attacks.registry import image_hashes
-from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, CompileOption, DEFAULT_CHECKPOINT_EVERY,
+from encoder_clean.cli.common import (ArchOption, PrefixOption, CheckpointEveryOption, CompileOption, DEFAULT_CHECKPOINT_EVERY,
                                       DataOption, DeviceOption, JsonOption, Output, QuietOption, ResumeOption,
                                       SeedOption, check_output, check_room, command_line, flag_assignments,
                                       handle_errors, resumable, run_identity, training_command)
+from encoder_clean.cli.reading import open_encoder
 from encoder_clean.data.specs import load_data
-from encoder_clean.encoders.io import load_encoder, produced_by, save_encoder
+from encoder_clean.encoders.io import produced_by, save_encoder
 from encoder_clean.errors import UserError
 from encoder_clean.fileio import sha256_file
 from encoder_clean.options import apply_options, describe_options
@@ -39,6 +40,7 @@ def poison(
     preset: Annotated[str, typer.Option("--preset", help="fast (default: measured to work in minutes on a CPU) or published (the paper's recipe).")] = "fast",
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Any other attack setting, repeatable (see `encoder-clean list attacks`).")] = None,
     arch: ArchOption = None,
+    prefix: PrefixOption = None,
     resume: ResumeOption = False,
     checkpoint_every: CheckpointEveryOption = DEFAULT_CHECKPOINT_EVERY,
     compile_model: CompileOption = False,
@@ -59,7 +61,7 @@ def poison(
     config = apply_options(spec.preset(preset), assignments + list(option or []), f"attack {attack}")
     torch_device = resolve_device(device)
     seed_everything(seed)
-    loaded = load_encoder(encoder, arch=arch, device="cpu")
+    loaded = open_encoder(encoder, arch, prefix)
     model = prepare_model(loaded.encoder, torch_device)
     check_room(out, model)
     trigger_spec = trigger or spec.default_trigger

@@ -7,14 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from encoder_clean.cli.common import (ArchOption, CheckpointEveryOption, CleanFractionOption, CompileOption,
+from encoder_clean.cli.common import (ArchOption, PrefixOption, CheckpointEveryOption, CleanFractionOption, CompileOption,
                                       DEFAULT_CHECKPOINT_EVERY, DataOption, DeviceOption, JsonOption, Output,
                                       QuietOption, ResumeOption, SeedOption, check_output, check_room, command_line,
                                       defender_data, flag_assignments, handle_errors, inherited_attack, resumable,
                                       run_identity, training_command)
+from encoder_clean.cli.reading import open_encoder
 from encoder_clean.defenses import DefenseInputs, list_defenses
 from encoder_clean.defenses.registry import run_defense
-from encoder_clean.encoders.io import load_encoder, produced_by, save_encoder
+from encoder_clean.encoders.io import produced_by, save_encoder
 from encoder_clean.options import describe_options
 from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
 
@@ -35,6 +36,7 @@ def purify(
     lr: LrOption = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Any other setting of the method, repeatable (see `encoder-clean list defenses`).")] = None,
     arch: ArchOption = None,
+    prefix: PrefixOption = None,
     resume: ResumeOption = False,
     checkpoint_every: CheckpointEveryOption = DEFAULT_CHECKPOINT_EVERY,
     compile_model: CompileOption = False,
@@ -53,7 +55,7 @@ def purify(
     assignments = flag_assignments(epochs=epochs, lr=lr) + list(option or [])
     torch_device = resolve_device(device)
     seed_everything(seed)
-    loaded = load_encoder(encoder, arch=arch, device="cpu")
+    loaded = open_encoder(encoder, arch, prefix)
     recipe = {"method": method, "data": data, "clean_fraction": clean_fraction, "option": " ".join(assignments) or None,
               "seed": seed}
     with resumable(out, resume, checkpoint_every, run_identity("purify", recipe, loaded.sha256)):

@@ -14,11 +14,11 @@ import typer
 from rich.table import Table
 
 from encoder_clean import __version__
-from encoder_clean.cli.common import (ArchOption, DataOption, DeviceOption, JsonOption, Output, QuietOption,
+from encoder_clean.cli.common import (ArchOption, PrefixOption, DataOption, DeviceOption, JsonOption, Output, QuietOption,
                                       SeedOption, check_output, handle_errors)
+from encoder_clean.cli.reading import open_encoder
 from encoder_clean.data.sampling import balanced_sample
 from encoder_clean.data.specs import load_data
-from encoder_clean.encoders.io import load_encoder
 from encoder_clean.errors import UserError
 from encoder_clean.options import apply_options, describe_options
 from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
@@ -40,6 +40,7 @@ def scan(
     trigger_out: Annotated[Optional[Path], typer.Option("--trigger-out", metavar="PNG", help="Write the inverted trigger (stamp | mask | pattern) as a PNG; with several encoders, -N is added before .png.")] = None,
     sarif: Annotated[Optional[Path], typer.Option("--sarif", metavar="PATH", help="Also write a SARIF 2.1.0 log (level error per backdoor, note otherwise).")] = None,
     arch: ArchOption = None,
+    prefix: PrefixOption = None,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_path: JsonOption = None,
@@ -66,7 +67,7 @@ def scan(
     if sarif is not None:
         check_output(sarif, ".sarif" if sarif.suffix == ".sarif" else ".json", "--sarif")
     torch_device = resolve_device(device)
-    loaded = [load_encoder(source, arch=arch, device="cpu") for source in encoders]  # all inputs checked first
+    loaded = [open_encoder(source, arch, prefix) for source in encoders]  # all inputs checked first
     dataset = load_data(data, output.progress())
     sample = balanced_sample(dataset.train, shadow_images, seed)
     shadow, shadow_sample = sample.split.images, sample.describe(dataset.class_names)
