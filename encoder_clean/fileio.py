@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import warnings
 from pathlib import Path
@@ -16,16 +17,16 @@ from encoder_clean.parallel import world
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call `write(tmp_path)` on a temporary file beside `path`, then rename it over `path`.
+    """Call `write(tmp_path)` on a temporary file beside `path`, then rename it over `path` (over the file
+    a symlink points to: see `output_target`); returns `path` as given.
 
     The temporary file lives in the same folder so the final rename is atomic on POSIX file systems.
     In a data-parallel run only rank 0 writes (every rank holds the same result).
     """
-    target = Path(path)
     if not world().is_main:
-        return target
+        return Path(path)
+    target = output_target(path, "output")
     folder = target.parent
-    check_writable_parent(target, "output")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as error:
@@ -43,6 +44,45 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         if isinstance(error, OSError):  # a full disk, a vanished folder, a quota
             raise UserError(f"cannot write {target}: {error.strerror or error}") from None
         raise
+    return Path(path)
+
+
+# Names that mean "standard output" wherever an output path is taken.
+STDOUT_NAMES = ("-", "/dev/stdout")
+_SPECIAL_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+                  (stat.S_ISSOCK, "a socket"))
+
+
+def is_stdout(path: str | os.PathLike | None) -> bool:
+    return path is not None and os.fspath(path) in STDOUT_NAMES
+
+
+def output_target(path: str | os.PathLike, flag: str) -> Path:
+    """The regular file that writing `path` creates or replaces, checked before any long work.
+
+    A symlink is written through: the file it points to is replaced and the link kept (a dangling link
+    creates its target). Folders and special files (devices, FIFOs, sockets) are refused, because the
+    atomic rename would put a regular file in their place; so is a read-only file.
+    """
+    given = Path(path)
+    target = Path(os.path.realpath(given)) if given.is_symlink() else given
+    subject = f"{given} links to {target}, which" if target != given else f"{given}"
+    try:
+        mode: int | None = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as error:  # a symlink loop, a component that is not a folder, no permission
+        raise UserError(f"{flag} {given}: {error.strerror or error}") from None
+    if mode is not None:
+        if stat.S_ISDIR(mode):
+            raise UserError(f"{flag} {subject} is a folder, not a file")
+        kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), None)
+        if kind is not None or not stat.S_ISREG(mode):
+            raise UserError(f"{flag} {subject} is {kind or 'not a regular file'}: outputs go to regular files "
+                            f"only ('-' writes JSON to standard output)")
+        if not os.access(target, os.W_OK):
+            raise UserError(f"{flag} {subject} is read-only")
+    check_writable_parent(target, flag)
     return target
 
 
@@ -51,8 +91,14 @@ def check_writable_parent(path: Path, flag: str) -> None:
     folder = path.parent
     if not folder.is_dir():
         raise UserError(f"{flag} {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"{flag} {path}: folder {folder} is not writable")
+    # Create and remove a file rather than trust os.access: root passes access() on read-only mounts
+    # and on /proc, where creating a file fails all the same.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".encoder-clean-probe.", dir=folder)
+    except OSError as error:
+        raise UserError(f"{flag} {path}: folder {folder} is not writable ({error.strerror or error})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def check_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -> None:

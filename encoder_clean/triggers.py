@@ -155,7 +155,7 @@ def load_trigger(spec: str, image_size: int) -> Trigger:
     path = Path(body)
     if path.suffix.lower() in (".png", ".npz"):
         if not path.is_file():
-            raise UserError(f"trigger file {path} not found")
+            raise _missing_trigger_file(path)
         loader = _load_png if path.suffix.lower() == ".png" else _load_npz
         patch, mask = loader(path)
         if tuple(patch.shape[-2:]) == (image_size, image_size) and position is None:
@@ -163,6 +163,17 @@ def load_trigger(spec: str, image_size: int) -> Trigger:
         return place_patch(spec, patch, mask, image_size, position)
     known = ", ".join(sorted(builtin_trigger_names()) + sorted(f"{k}:" for k in TRIGGER_KINDS))
     raise UserError(f"unknown trigger {spec!r}: give a .png or .npz file or a built-in ({known})")
+
+
+def _missing_trigger_file(path: Path) -> UserError:
+    """A trigger file that is not there; relative paths are read from the current folder, so a command
+    copied from elsewhere often names a sample file that the built-in of the same name makes without a file."""
+    stem = path.stem.replace("_", "-")
+    same = [name for name in builtin_trigger_names() if stem.startswith(name)]
+    hint = (f"; the built-in trigger {same[0]!r} needs no file" if same else
+            f"; built-in triggers need no file: {', '.join(builtin_trigger_names())}")
+    where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+    return UserError(f"trigger file {path} not found{where}{hint}")
 
 
 def _load_builtin(spec: str, name: str, size_text: str, position: tuple[int, int] | None,

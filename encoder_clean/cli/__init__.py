@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from encoder_clean import __version__
+from encoder_clean.cli.common import OneLineErrors
 from encoder_clean.cli.demo import demo
 from encoder_clean.cli.distill import distill
 from encoder_clean.cli.evaluate import evaluate
@@ -19,6 +20,7 @@ app = typer.Typer(
     name="encoder-clean",
     help="Audit and clean pre-trained self-supervised image encoders of backdoors.",
     no_args_is_help=True,
+    cls=OneLineErrors,
     add_completion=False,
     rich_markup_mode="markdown",  # docstring paragraphs reflow to the terminal width
     pretty_exceptions_enable=False,

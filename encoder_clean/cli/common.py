@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import json
 import shlex
@@ -12,29 +13,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional
 
+import click
 import torch
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgressBar, TextColumn, TimeElapsedColumn
+from typer.core import TyperGroup
+
+from encoder_clean import __version__
+from encoder_clean.cli.progress import PlainProgress, RichProgress
 
 from encoder_clean.data.dataset import Split
 from encoder_clean.data.sampling import clean_subset, fraction_count
 from encoder_clean.data.specs import load_data
 from encoder_clean.encoders.io import LoadedEncoder
 from encoder_clean.errors import EncoderCleanError, UserError, first_line
-from encoder_clean.fileio import check_free_space, check_writable_parent, write_json_atomic
+from encoder_clean.fileio import check_free_space, is_stdout, output_target, write_json_atomic
 from encoder_clean.parallel import joined, launched_world, world
 from encoder_clean.runtime import NULL_PROGRESS, Progress, compiling, resolve_device
+from encoder_clean.schemas import SCHEMA_VERSION
 from encoder_clean.training.checkpoints import Interval, Journal
 
 # ------------------------------------------------------------------------------ shared options
 DeviceOption = Annotated[str, typer.Option("--device", help="Compute device: auto (CUDA when present), cpu or cuda.")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Random seed; the same seed on the CPU gives the same bytes.")]
 JsonOption = Annotated[Optional[str], typer.Option(
-    "--json", metavar="PATH", help="Also write the result as JSON to PATH ('-' for stdout, then nothing else goes there).")]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+    "--json", metavar="PATH", help="Also write the result as JSON to PATH ('-' or /dev/stdout for stdout, then "
+    "nothing else goes there); docs/json.md has its schema.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress: no bars on a terminal, no progress "
+                                           "lines in a log.")]
 ArchOption = Annotated[Optional[str], typer.Option(
-    "--arch", help="Architecture for files that do not record it (see `encoder-clean archs`).")]
+    "--arch", help="Architecture for files that do not record it (see `encoder-clean list archs`).")]
 PrefixOption = Annotated[Optional[str], typer.Option(
     "--prefix", metavar="NAME", help="The network to take from a checkpoint that holds several (its key prefix, "
     "e.g. module.encoder_k); docs/checkpoints.md lists the layouts that load without it.")]
@@ -72,6 +80,28 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+class OneLineErrors(TyperGroup):
+    """Usage errors (a missing argument, an unknown option, a value of the wrong type) as one `error:` line
+    and exit code 2 like every other bad input, instead of click's boxed panel."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as error:
+            sys.exit(error.exit_code)  # the help is already printed
+        except click.ClickException as error:
+            context = getattr(error, "ctx", None)
+            hint = f" (see {context.command_path} --help)" if context is not None else ""
+            fail(error.format_message().rstrip(".") + hint)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            fail("aborted")
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)  # non-standalone click returns Exit codes
+
+
 def training_command(command: Callable[..., Any]) -> Callable[..., Any]:
     """What the training commands share around their body: under torchrun the process joins torchrun's
     group (NCCL for --device cuda, gloo on the CPU) and the run is data-parallel; with --compile (the
@@ -106,63 +136,81 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # ------------------------------------------------------------------------------ output
+PIPED_WIDTH = 10_000  # a log or a pipe has no width: tables keep whole paths on one line
+
+
+def envelope(command: str, seconds: float) -> dict[str, Any]:
+    """The keys every JSON result starts with (docs/json.md; encoder_clean/schemas/envelope.json)."""
+    return {"schema_version": SCHEMA_VERSION, "tool": "encoder-clean", "version": __version__, "command": command,
+            "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "seconds": seconds}
+
+
+def _command_name() -> str:
+    context = click.get_current_context(silent=True)
+    return context.info_name if context is not None and context.info_name else "encoder-clean"
+
+
 class Output:
-    """Where a command's human output goes: stdout, or stderr when JSON takes stdout."""
+    """Where a command's human output goes: stdout, or stderr when JSON takes stdout. Created first in
+    every command, so a --json that cannot be written is refused before any work."""
 
     def __init__(self, json_path: str | None, quiet: bool):
         main = world().is_main  # in a data-parallel run, rank 0 alone reports
-        self.json_path = json_path if main else None
+        to_stdout = is_stdout(json_path)
+        if json_path is not None and not to_stdout:
+            output_target(json_path, "--json")
+        self.json_path = ("-" if to_stdout else json_path) if main else None
         self.quiet = quiet or not main
-        self.console = Console(stderr=json_path == "-", highlight=False, quiet=not main)
+        stream = sys.stderr if to_stdout else sys.stdout
+        self.console = Console(stderr=to_stdout, highlight=False, quiet=not main,
+                               width=None if stream.isatty() else PIPED_WIDTH)
         self.started = time.perf_counter()
+        self.started_at = datetime.datetime.now(datetime.timezone.utc)
 
     @property
     def seconds(self) -> float:
         return round(time.perf_counter() - self.started, 2)
 
     def progress(self) -> Progress:
-        if self.quiet or not sys.stderr.isatty():
+        """Bars on a terminal; in a log, a line per phase and a heartbeat (encoder_clean.cli.progress)."""
+        if self.quiet:
             return NULL_PROGRESS
-        return RichProgress(err_console)
+        return RichProgress(err_console) if sys.stderr.isatty() else PlainProgress(sys.stderr)
 
     def emit_json(self, payload: dict[str, Any]) -> None:
+        """Write `payload` after the common envelope (its own `seconds` gives way to the envelope's)."""
         if self.json_path is None:
             return
+        document = {**envelope(_command_name(), self.seconds),
+                    **{key: value for key, value in payload.items() if key != "seconds"}}
         if self.json_path == "-":
-            sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+            sys.stdout.write(json.dumps(document, indent=2) + "\n")
             sys.stdout.flush()
         else:
-            write_json_atomic(self.json_path, payload)
-
-
-class RichProgress:
-    """rich progress bars on stderr implementing the library's Progress protocol."""
-
-    def __init__(self, console: Console):
-        self.console = console
-
-    @contextlib.contextmanager
-    def task(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
-        with RichProgressBar(*columns, console=self.console, transient=True) as bar:
-            task_id = bar.add_task(description, total=total, info="")
-
-            def advance(n: int = 1, **fields: float) -> None:
-                info = "  ".join(f"{k} {v:.4g}" for k, v in fields.items())
-                bar.update(task_id, advance=n, info=info)
-
-            yield advance
+            write_json_atomic(self.json_path, document)
 
 
 # ------------------------------------------------------------------------------ checks
-def check_output(path: Path, suffix: str = ".safetensors", flag: str = "--out") -> Path:
-    """Check an output path before any long work starts."""
-    if path.suffix != suffix:
-        raise UserError(f"{flag} {path}: must end in {suffix}")
-    if path.is_dir():
-        raise UserError(f"{flag} {path}: is a folder")
-    check_writable_parent(path, flag)
+@contextlib.contextmanager
+def about(flag: str, value: object) -> Iterator[None]:
+    """Name the flag and value in a UserError raised in the block (unless its message starts with the flag):
+    the library's messages say what is wrong, the user needs to know which option to change."""
+    try:
+        yield
+    except UserError as error:
+        if str(error).startswith(flag):
+            raise
+        raise UserError(f"{flag} {value}: {error}") from None
+
+
+def check_output(path: Path, suffix: str | tuple[str, ...] = ".safetensors", flag: str = "--out") -> Path:
+    """Check an output path before any long work starts: its suffix, and that it is a regular file (or a
+    symlink to one, written through) or nothing, in a writable folder (encoder_clean.fileio.output_target)."""
+    suffixes = (suffix,) if isinstance(suffix, str) else suffix
+    if path.suffix.lower() not in suffixes:
+        raise UserError(f"{flag} {path}: must end in {' or '.join(suffixes)}")
+    output_target(path, flag)
     return path
 
 

@@ -20,7 +20,8 @@ from rich.table import Table
 
 from encoder_clean.attacks import AttackInputs, get_attack
 from encoder_clean.attacks.registry import image_hashes
-from encoder_clean.cli.common import DeviceOption, JsonOption, Output, QuietOption, SeedOption, handle_errors
+from encoder_clean.cli.common import (DeviceOption, JsonOption, Output, QuietOption, SeedOption, check_output,
+                                      handle_errors)
 from encoder_clean.cli.pretrain import DEFAULT_ARCH
 from encoder_clean.data.sampling import clean_subset
 from encoder_clean.data.specs import load_data
@@ -71,6 +72,8 @@ def demo(
         raise UserError(f"--out-dir {out_dir}: cannot create it ({error.strerror})") from None
     if not os.access(out_dir, os.W_OK):
         raise UserError(f"--out-dir {out_dir}: is not writable")
+    for name in ("clean", "poisoned", "cleaned"):  # the checkpoints it writes: regular files or nothing
+        check_output(out_dir / f"{name}.safetensors", flag="--out-dir")
     torch_device = resolve_device(device)
     with cpu_bf16(not fp32) as bf16_on_cpu:
         _run(out_dir, torch_device, seed, output, bf16_on_cpu or torch_device.type == "cuda")

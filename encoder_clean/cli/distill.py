@@ -9,18 +9,23 @@ import typer
 
 from encoder_clean.cli.common import (ArchOption, PrefixOption, CheckpointEveryOption, CleanFractionOption, CompileOption,
                                       DEFAULT_CHECKPOINT_EVERY, DataOption, DeviceOption, JsonOption, Output,
-                                      QuietOption, ResumeOption, SeedOption, check_output, check_room, command_line,
+                                      QuietOption, ResumeOption, SeedOption, about, check_output, check_room, command_line,
                                       defender_data, flag_assignments, handle_errors, inherited_attack, resumable,
                                       run_identity, training_command)
 from encoder_clean.cli.reading import open_encoder
 from encoder_clean.cli.purify import EpochsOption, LrOption
 from encoder_clean.defenses import list_defenses
+from encoder_clean.defenses.registry import get_defense
 from encoder_clean.distill.losses import list_losses
+from encoder_clean.distill.losses.registry import parse_loss_spec
 from encoder_clean.distill.recipe import FAMILY_RECIPES, NO_FINETUNE, clean_with_distillation, recommended_for
-from encoder_clean.distill.students import list_students
+from encoder_clean.distill.students import get_student, list_students
+from encoder_clean.distill.trainer import DistillConfig
+from encoder_clean.encoders.base import Encoder
 from encoder_clean.encoders.export import FORMATS, check_folder_output, export_folder
 from encoder_clean.encoders.io import checkpoint_metadata, produced_by, save_encoder
 from encoder_clean.errors import UserError
+from encoder_clean.options import apply_options
 from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
 
 
@@ -28,6 +33,21 @@ def _defaults(part: str) -> str:
     """One recipe part of every family, for --help: 'convnet: ft, transformer: ft'."""
     return ", ".join(f"{family}: {' '.join(getattr(recipe, part)) if part == 'losses' else getattr(recipe, part)}"
                      for family, recipe in FAMILY_RECIPES.items())
+
+
+def _check_recipe(teacher: Encoder, student: str, losses: list[str], finetune: str, options: list[str],
+                  finetune_options: list[str], student_arch: str | None) -> None:
+    """Every name and setting of the recipe, checked before any data is read (the library checks them
+    again where it uses them)."""
+    with about("--student", student):
+        get_student(student).check_arch(student_arch or teacher.arch, teacher.arch)
+    for text in losses:
+        with about("--loss", text):
+            parse_loss_spec(text, teacher.tap_names, teacher.attention_taps)
+    apply_options(DistillConfig(), options, "distill").check()
+    if finetune != NO_FINETUNE:
+        with about("--finetune", finetune):
+            apply_options(get_defense(finetune).defaults, finetune_options, f"defense {finetune}")
 
 
 @handle_errors
@@ -85,6 +105,7 @@ def distill(
     assignments = base + flag_assignments(epochs=epochs, lr=lr, batch_size=batch_size) + list(option or [])
     finetune_assignments = [*(default.finetune_options if finetune is None else ()), *(finetune_option or [])]
     finetune = finetune or default.finetune
+    _check_recipe(loaded.encoder, student, losses, finetune, assignments, finetune_assignments, student_arch)
     if out_format != "safetensors" and student_arch is None and not loaded.encoder.arch.startswith(f"{out_format}/"):
         # the student has the teacher's architecture: refuse before training, not at the export
         raise UserError(f"--format {out_format} needs a {out_format} encoder, not {loaded.encoder.arch}")

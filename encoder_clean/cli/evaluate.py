@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from encoder_clean.cli.common import (ArchOption, PrefixOption, DataOption, DeviceOption, JsonOption, Output, QuietOption,
-                                      SeedOption, handle_errors)
+                                      SeedOption, about, handle_errors)
 from encoder_clean.cli.reading import open_encoder
 from encoder_clean.data.specs import load_data
 from encoder_clean.encoders.io import LoadedEncoder
@@ -29,7 +29,7 @@ def evaluate(
     trigger: Annotated[Optional[str], typer.Option("--trigger", help="Trigger to stamp on test images (default: the checkpoint's, else white-square).")] = None,
     target_class: Annotated[Optional[int], typer.Option("--target-class", help="Attack target class K (default: the checkpoint's, else 0).")] = None,
     probe: Annotated[str, typer.Option("--probe", help=f"Downstream probe: {' or '.join(PROBES)}.")] = "linear",
-    probe_epochs: Annotated[Optional[int], typer.Option("--probe-epochs", help="Probe training epochs (default 100; the papers' MLP uses 500).")] = None,
+    probe_epochs: Annotated[Optional[int], typer.Option("--probe-epochs", help="MLP probe: training epochs (default 100; the papers use 500). Linear probe: L-BFGS iterations (default 100).")] = None,
     arch: ArchOption = None,
     prefix: PrefixOption = None,
     device: DeviceOption = "auto",
@@ -48,17 +48,22 @@ def evaluate(
     seed_everything(seed)
     loaded = [open_encoder(source, arch, prefix) for source in encoders]
     trigger_spec, target = _attack_settings(loaded, trigger, target_class)
+    if target < 0:
+        raise UserError(f"--target-class {target}: must be 0 or more")
+    with about("--trigger", trigger_spec):  # at every encoder's input size, before any data is read
+        stamps = {item.encoder.image_size: load_trigger(trigger_spec, item.encoder.image_size) for item in loaded}
     dataset = load_data(data, output.progress())
+    if target >= dataset.num_classes:
+        raise UserError(f"--target-class {target} is outside 0..{dataset.num_classes - 1} for {dataset.name}")
     rows = []
     for item in loaded:
         encoder = prepare_model(item.encoder, torch_device)
-        stamp = load_trigger(trigger_spec, encoder.image_size)
-        result = evaluate_encoder(encoder, dataset, stamp, target, config, device=torch_device, seed=seed,
+        result = evaluate_encoder(encoder, dataset, stamps[encoder.image_size], target, config, device=torch_device, seed=seed,
                                   progress=output.progress())
         rows.append({"source": item.source, "sha256": item.sha256, "arch": encoder.arch, **result.as_dict()})
     output.console.print(_table(rows, dataset.name, trigger_spec, target, probe))
     output.emit_json({"data": dataset.name, "trigger": trigger_spec, "target_class": target, "probe": probe,
-                      "seconds": output.seconds, "encoders": rows})
+                      "probe_epochs": config.epochs, "encoders": rows})
 
 
 def _attack_settings(loaded: list[LoadedEncoder], trigger: str | None, target: int | None) -> tuple[str, int]:

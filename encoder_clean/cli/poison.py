@@ -11,7 +11,7 @@ from encoder_clean.attacks import AttackInputs, get_attack, list_attacks
 from encoder_clean.attacks.registry import image_hashes
 from encoder_clean.cli.common import (ArchOption, PrefixOption, CheckpointEveryOption, CompileOption, DEFAULT_CHECKPOINT_EVERY,
                                       DataOption, DeviceOption, JsonOption, Output, QuietOption, ResumeOption,
-                                      SeedOption, check_output, check_room, command_line, flag_assignments,
+                                      SeedOption, about, check_output, check_room, command_line, flag_assignments,
                                       handle_errors, resumable, run_identity, training_command)
 from encoder_clean.cli.reading import open_encoder
 from encoder_clean.data.specs import load_data
@@ -56,6 +56,8 @@ def poison(
     """
     output = Output(json_path, quiet)
     check_output(out)
+    if target_class < 0:
+        raise UserError(f"--target-class {target_class}: must be 0 or more")
     spec = get_attack(attack)
     assignments = flag_assignments(epochs=epochs, lr=lr, batch_size=batch_size, num_references=num_references)
     config = apply_options(spec.preset(preset), assignments + list(option or []), f"attack {attack}")
@@ -65,7 +67,8 @@ def poison(
     model = prepare_model(loaded.encoder, torch_device)
     check_room(out, model)
     trigger_spec = trigger or spec.default_trigger
-    load_trigger(trigger_spec, model.image_size)  # fail on a bad trigger before any long work
+    with about("--trigger", trigger_spec):
+        load_trigger(trigger_spec, model.image_size)  # fail on a bad trigger before any data is read
     shadow = load_data(data, output.progress())
     references = shadow if reference_data in (None, data) else load_data(reference_data)
     if not 0 <= target_class < references.num_classes:

@@ -9,14 +9,14 @@ import typer
 
 from encoder_clean.cli.common import (ArchOption, PrefixOption, CheckpointEveryOption, CleanFractionOption, CompileOption,
                                       DEFAULT_CHECKPOINT_EVERY, DataOption, DeviceOption, JsonOption, Output,
-                                      QuietOption, ResumeOption, SeedOption, check_output, check_room, command_line,
+                                      QuietOption, ResumeOption, SeedOption, about, check_output, check_room, command_line,
                                       defender_data, flag_assignments, handle_errors, inherited_attack, resumable,
                                       run_identity, training_command)
 from encoder_clean.cli.reading import open_encoder
 from encoder_clean.defenses import DefenseInputs, list_defenses
-from encoder_clean.defenses.registry import run_defense
+from encoder_clean.defenses.registry import get_defense, run_defense
 from encoder_clean.encoders.io import produced_by, save_encoder
-from encoder_clean.options import describe_options
+from encoder_clean.options import apply_options, describe_options
 from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
 
 MethodOption = Annotated[str, typer.Option("--method", help=f"Defense: {', '.join(list_defenses())} (see `encoder-clean list defenses`).")]
@@ -53,6 +53,8 @@ def purify(
     output = Output(json_path, quiet)
     check_output(out)
     assignments = flag_assignments(epochs=epochs, lr=lr) + list(option or [])
+    with about("--method", method):  # the name and the settings, before any data is read
+        apply_options(get_defense(method).defaults, assignments, f"defense {method}")
     torch_device = resolve_device(device)
     seed_everything(seed)
     loaded = open_encoder(encoder, arch, prefix)

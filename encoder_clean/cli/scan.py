@@ -5,7 +5,6 @@ Exit 0: every encoder looks clean; 1: at least one backdoor found; 2: bad input 
 
 from __future__ import annotations
 
-import datetime
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,7 +12,6 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from encoder_clean import __version__
 from encoder_clean.cli.common import (ArchOption, PrefixOption, DataOption, DeviceOption, JsonOption, Output, QuietOption,
                                       SeedOption, check_output, handle_errors)
 from encoder_clean.cli.reading import open_encoder
@@ -38,7 +36,7 @@ def scan(
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="Backdoor when the PL1-norm is below this (default: the method's, calibrated on clean encoders).")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Any inversion setting (steps, batch_size, lr, restarts, ...), repeatable.")] = None,
     trigger_out: Annotated[Optional[Path], typer.Option("--trigger-out", metavar="PNG", help="Write the inverted trigger (stamp | mask | pattern) as a PNG; with several encoders, -N is added before .png.")] = None,
-    sarif: Annotated[Optional[Path], typer.Option("--sarif", metavar="PATH", help="Also write a SARIF 2.1.0 log (level error per backdoor, note otherwise).")] = None,
+    sarif: Annotated[Optional[Path], typer.Option("--sarif", metavar="PATH", help="Also write a SARIF 2.1.0 log (.sarif or .json): a failing result per backdoor, a passing one per clean encoder (docs/sarif.md).")] = None,
     arch: ArchOption = None,
     prefix: PrefixOption = None,
     device: DeviceOption = "auto",
@@ -65,7 +63,7 @@ def scan(
     for path in pngs:
         check_output(path, ".png", "--trigger-out")
     if sarif is not None:
-        check_output(sarif, ".sarif" if sarif.suffix == ".sarif" else ".json", "--sarif")
+        check_output(sarif, (".sarif", ".json"), "--sarif")
     torch_device = resolve_device(device)
     loaded = [open_encoder(source, arch, prefix) for source in encoders]  # all inputs checked first
     dataset = load_data(data, output.progress())
@@ -91,13 +89,11 @@ def scan(
             row["trigger_png"] = str(write_trigger_png(pngs[index], found.mask, found.pattern))
         rows.append(row)
 
-    if sarif is not None:
-        write_sarif(sarif, rows)
-    output.console.print(_table(rows, method))
     backdoors = sum(row["verdict"] == BACKDOOR for row in rows)
-    payload = {"tool": "encoder-clean", "version": __version__,
-               "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "method": method, "settings": describe_options(config), "data": data, "shadow_images": len(shadow),
+    if sarif is not None:
+        write_sarif(sarif, rows, output.started_at, EXIT_BACKDOOR if backdoors else 0)
+    output.console.print(_table(rows, method))
+    payload = {"method": method, "settings": describe_options(config), "data": data, "shadow_images": len(shadow),
                "shadow_sample": shadow_sample,
                "seconds": output.seconds, "verdict": BACKDOOR if backdoors else "clean",
                "summary": {"scanned": len(rows), "backdoor": backdoors, "clean": len(rows) - backdoors},

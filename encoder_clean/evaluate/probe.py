@@ -61,11 +61,11 @@ PROBES: dict[str, tuple[Callable[[torch.Tensor, int], nn.Module], ProbeConfig]] 
 
 def probe_config(kind: str, epochs: int | None = None) -> ProbeConfig:
     if kind not in PROBES:
-        raise UserError(f"unknown probe {kind!r}; known: {', '.join(PROBES)}")
+        raise UserError(f"--probe {kind}: unknown probe; known: {', '.join(PROBES)}")
     config = PROBES[kind][1]
     if epochs is not None:
         if epochs < 1:
-            raise UserError(f"probe epochs must be at least 1, got {epochs}")
+            raise UserError(f"--probe-epochs {epochs}: must be at least 1")
         config = replace(config, epochs=epochs)
     return config
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import io
+import os
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import quote, urlsplit
 
 import torch
 from PIL import Image
@@ -14,7 +17,7 @@ from encoder_clean.fileio import atomic_write, write_json_atomic
 from encoder_clean.scan.verdict import BACKDOOR
 
 RULE_ID = "EC-BACKDOOR-001"
-SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 PNG_SCALE = 8  # small encoders see 32x32 images: enlarge so the trigger is visible
 
 
@@ -36,8 +39,10 @@ def write_trigger_png(path: str | Path, mask: torch.Tensor, pattern: torch.Tenso
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
-def sarif_log(results: Sequence[dict]) -> dict:
-    """A SARIF 2.1.0 log with one result per scanned encoder: level `error` for a backdoor, else `note`."""
+def sarif_log(results: Sequence[dict], started: datetime.datetime, ended: datetime.datetime, exit_code: int) -> dict:
+    """A SARIF 2.1.0 log with one result per scanned encoder (kind `fail`, level `error` for a backdoor;
+    kind `pass`, level `none` otherwise, as SARIF 2.1.0 section 3.27.10 requires for any kind but `fail`)
+    and one invocation: the scan's exit code and its start and end times (UTC)."""
     return {
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
@@ -45,7 +50,6 @@ def sarif_log(results: Sequence[dict]) -> dict:
             "tool": {"driver": {
                 "name": "encoder-clean",
                 "version": __version__,
-                "informationUri": "https://github.com/encoder-clean/encoder-clean",
                 "rules": [{
                     "id": RULE_ID,
                     "name": "BackdooredEncoder",
@@ -55,9 +59,30 @@ def sarif_log(results: Sequence[dict]) -> dict:
                     "defaultConfiguration": {"level": "error"},
                 }],
             }},
+            "invocations": [{
+                "executionSuccessful": True,  # the scan ran; a backdoor found is a result, not a failure
+                "exitCode": exit_code,
+                "startTimeUtc": _utc(started),
+                "endTimeUtc": _utc(ended),
+            }],
             "results": [_sarif_result(row) for row in results],
         }],
     }
+
+
+def _utc(moment: datetime.datetime) -> str:
+    """SARIF's date-time form: UTC with a Z (section 3.9)."""
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def artifact_uri(source: str) -> str:
+    """An encoder source as a URI reference: hf:// and other URIs as given, an absolute path as a file:
+    URI, a relative path percent-encoded (spaces and the like are not allowed in a URI)."""
+    if urlsplit(source).scheme and "://" in source:
+        return source
+    if os.path.isabs(source):
+        return Path(source).as_uri()
+    return quote(Path(source).as_posix())
 
 
 def _sarif_result(row: dict) -> dict:
@@ -66,14 +91,16 @@ def _sarif_result(row: dict) -> dict:
                f"{'<' if found else '>='} threshold {row['threshold']:.4f} (score {row['score']:.4f}).")
     return {
         "ruleId": RULE_ID,
-        "level": "error" if found else "note",
+        "level": "error" if found else "none",
         "kind": "fail" if found else "pass",
         "message": {"text": message},
-        "locations": [{"physicalLocation": {"artifactLocation": {"uri": row["source"]}}}],
+        "locations": [{"physicalLocation": {"artifactLocation": {"uri": artifact_uri(row["source"])}}}],
         "properties": {key: row[key] for key in ("score", "threshold", "pl1_norm", "sha256", "trigger_png")
                        if key in row},
     }
 
 
-def write_sarif(path: str | Path, results: Sequence[dict]) -> Path:
-    return write_json_atomic(path, sarif_log(results))
+def write_sarif(path: str | Path, results: Sequence[dict], started: datetime.datetime, exit_code: int) -> Path:
+    """Write the log; the invocation ends now."""
+    ended = datetime.datetime.now(datetime.timezone.utc)
+    return write_json_atomic(path, sarif_log(results, started, ended, exit_code))
