@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoder_clean.errors import UserError
-from encoder_clean.runtime import NULL_PROGRESS, Progress
+from encoder_clean.runtime import NULL_PROGRESS, Progress, single_cpu_thread
 
 
 class Standardize(nn.Module):
@@ -82,7 +82,9 @@ def train_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, 
     count = len(features)
     batch = min(config.batch_size, count)
     probe.train()
-    with progress.task(f"{config.kind} probe", total=config.epochs) as advance:
+    # A 64-image step is too small to split between threads; on a busy CPU a second thread waiting for the
+    # first made the steps many times slower (benchmarks/probe_speed.py), so the loop runs on one.
+    with single_cpu_thread(features.device), progress.task(f"{config.kind} probe", total=config.epochs) as advance:
         for _ in range(config.epochs):
             order = torch.randperm(count, generator=g, device=features.device)
             for start in range(0, count, batch):
