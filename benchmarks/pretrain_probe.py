@@ -1,9 +1,10 @@
-"""Does pre-training pay? Linear-probe ACC of `pretrain`'s encoder against the random initialisation.
+"""Does pre-training pay? Linear-probe ACC of a pre-trained encoder against the random initialisation.
 
-Runs the real commands (`encoder-clean pretrain` and `encoder-clean evaluate`) as a user would, on the
-CPU: pre-trains `resnet18-cifar-w16` on one built-in family within the time budget, writes the random
-initialisation of the same architecture (`--epochs 0`), and evaluates both on the same family and on the
-other one (the cross-dataset setting), with the papers' 10x10 white-square trigger and target class 0.
+Runs what `encoder-clean pretrain` and `encoder-clean evaluate` run, through the Python API, on the CPU:
+pre-trains `resnet18-cifar-w16` on one built-in family, writes the random initialisation of the same
+architecture (0 epochs), and evaluates both on the same family and on the other one (the cross-dataset
+setting), with the papers' 10x10 white-square trigger and target class 0. The table goes to
+benchmarks/RESULTS.md (section `pretrain-probe-FAMILY`).
 
     python benchmarks/pretrain_probe.py [--epochs 3] [--family shapes] [--augment strong] [--out-dir benchmarks/cache]
 """
@@ -11,22 +12,14 @@ other one (the cross-dataset setting), with the papers' 10x10 white-square trigg
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import encoder_clean as ec
+from results import publish
+
 ARCH = "resnet18-cifar-w16"
 FAMILIES = ("shapes", "glyphs")
-
-
-def cli(*args: str) -> dict:
-    result = subprocess.run([sys.executable, "-m", "encoder_clean", *args, "--device", "cpu", "--json", "-"],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"command failed: {' '.join(args)}\n{result.stderr}")
-    return json.loads(result.stdout)
 
 
 def main() -> None:
@@ -36,31 +29,39 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--augment", default="strong", help="pretrain's augmentation preset")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache"))
+    parser.add_argument("--load", default="", help="what else ran on the machine meanwhile, for the table's note")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.augment == "strong" else f"_{args.augment}"
-    trained = args.out_dir / f"pretrained_{args.family}_e{args.epochs}_s{args.seed}{suffix}.safetensors"
-    random = args.out_dir / f"random_s{args.seed}.safetensors"
+    trained_path = args.out_dir / f"pretrained_{args.family}_e{args.epochs}_s{args.seed}{suffix}.safetensors"
+    random_path = args.out_dir / f"random_s{args.seed}.safetensors"
+    data = f"builtin:{args.family}"
 
     started = time.perf_counter()
-    summary = cli("pretrain", "--data", f"builtin:{args.family}", "--arch", ARCH, "--epochs", str(args.epochs),
-                  "--augment", args.augment, "--seed", str(args.seed), "--out", str(trained))
+    trained = ec.pretrain(data, ec.PretrainConfig(arch=ARCH, epochs=args.epochs, augment=args.augment),
+                          device="cpu", seed=args.seed)
     wall = time.perf_counter() - started
-    cli("pretrain", "--data", f"builtin:{args.family}", "--arch", ARCH, "--epochs", "0", "--seed", str(args.seed),
-        "--out", str(random))
+    trained.save(trained_path)
+    ec.pretrain(data, ec.PretrainConfig(arch=ARCH, epochs=0), device="cpu", seed=args.seed).save(random_path)
 
-    print(f"pretrain {ARCH} on builtin:{args.family} (--augment {args.augment}): {summary['steps']} steps, {wall:.1f} s wall "
-          f"(command's own timer {summary['seconds']:.1f} s)")
-    print(f"{'evaluated on':<18}{'encoder':<14}{'ACC %':>8}{'ASR %':>8}{'ASR non-target %':>18}")
+    rows = []
     for family in FAMILIES:
-        report = cli("evaluate", str(random), str(trained), "--data", f"builtin:{family}",
-                     "--trigger", "white-square", "--target-class", "0")
-        rows = dict(zip(("random init", "pre-trained"), report["encoders"]))
-        for name, row in rows.items():
-            print(f"{'builtin:' + family:<18}{name:<14}{row['acc']:>8.2f}{row['asr']:>8.2f}"
-                  f"{row['asr_nontarget']:>18.2f}")
-        gain = rows["pre-trained"]["acc"] - rows["random init"]["acc"]
-        print(f"{'':<18}{'gain':<14}{gain:>+8.2f}")
+        report = ec.evaluate([random_path, trained_path], f"builtin:{family}",
+                             ec.EvalConfig(trigger="white-square", target_class=0), device="cpu", seed=args.seed)
+        for name, row in zip(("random init (0 epochs)", f"pre-trained, {trained.report['steps']} steps"),
+                             report.encoders):
+            rows.append({"evaluated on": f"builtin:{family}", "encoder": name, **row.as_dict()})
+        rows.append({"evaluated on": f"builtin:{family}", "encoder": "gain",
+                     "acc": round(report.encoders[1].acc - report.encoders[0].acc, 2)})
+    columns = [("evaluated on", "evaluated on"), ("encoder", "encoder"), ("acc", "ACC %"), ("asr", "ASR %"),
+               ("asr_nontarget", "ASR non-target %")]
+    for row in rows:
+        print("  ".join(f"{row.get(key, ''):>{len(header)}}" if not isinstance(row.get(key), float)
+                        else f"{row[key]:>{len(header)}.2f}" for key, header in columns))
+    publish(f"pretrain-probe-{args.family}", f"Pre-training pays (pre-trained on builtin:{args.family})", rows,
+            columns, load=args.load,
+            notes=f"{ARCH}, `--augment {args.augment}`, linear probe, white-square trigger, target class 0; "
+                  f"pre-training took {wall:.1f} s wall.")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ benchmarks/results/NAME.json. A rerun replaces the section, so the file is never
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import re
@@ -70,7 +71,8 @@ def _cell(value: Any) -> str:
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> str:
     """`columns` are (key, header) pairs; numbers align right."""
-    numeric = [all(isinstance(row.get(key), (int, float)) for row in rows) for key, _ in columns]
+    numeric = [all(isinstance(row[key], (int, float)) for row in rows if row.get(key) is not None)
+               for key, _ in columns]
     lines = ["| " + " | ".join(header for _, header in columns) + " |",
              "| " + " | ".join("---:" if right else "---" for right in numeric) + " |"]
     lines += ["| " + " | ".join(_cell(row.get(key)) for key, _ in columns) + " |" for row in rows]
@@ -106,11 +108,23 @@ def publish(name: str, title: str, rows: Sequence[dict], columns: Sequence[tuple
         raise ValueError(f"result name {name!r}: lower-case letters, digits and dashes")
     provenance = {"command": command_line(), "commit": commit(), "machine": machine(), "load": load,
                   "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    record = {"name": name, "title": title, **provenance, "columns": [list(c) for c in columns], "rows": list(rows),
+              "notes": notes}
     json_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(json_dir / f"{name}.json", {"name": name, "title": title, **provenance,
-                                                  "columns": [list(c) for c in columns], "rows": list(rows),
-                                                  "notes": notes})
+    write_json_atomic(json_dir / f"{name}.json", record)
+    return render(record, results)
+
+
+def render(record: dict, results: Path = RESULTS) -> Path:
+    """Write the section of a published `record` (as `publish` saved it) into RESULTS.md."""
+    provenance = {key: record[key] for key in ("command", "commit", "machine", "load", "date")}
+    table = markdown_table(record["rows"], [tuple(c) for c in record["columns"]])
     text = results.read_text() if results.exists() else "# Measured results\n"
-    write_text_atomic(results, replace_section(text, name, section(name, title, markdown_table(rows, columns),
-                                                                    provenance, notes)))
-    return results
+    new = section(record["name"], record["title"], table, provenance, record["notes"])
+    return write_text_atomic(results, replace_section(text, record["name"], new))
+
+
+if __name__ == "__main__":
+    # `python benchmarks/results.py`: re-render every section from its JSON (after a change of layout here).
+    for saved in sorted(JSON_DIR.glob("*.json")):
+        render(json.loads(saved.read_text()))
