@@ -3,6 +3,7 @@ methods, attacks, defenses, students, losses, scan methods)."""
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Annotated, Callable
 
@@ -10,7 +11,7 @@ import typer
 from rich.table import Table
 
 from encoder_clean.attacks import list_attacks
-from encoder_clean.cli.common import Output
+from encoder_clean.cli.common import JsonOption, Output
 from encoder_clean.data.specs import list_formats
 from encoder_clean.defenses import list_defenses
 from encoder_clean.distill.losses import list_losses
@@ -110,7 +111,26 @@ LISTERS: dict[str, Callable[[], Table]] = {
 What = Enum("What", {name: name for name in LISTERS}, type=str)  # type: ignore[misc]
 
 
-def list_registry(what: Annotated[What, typer.Argument(help=", ".join(LISTERS) + ".")] = "archs") -> None:  # type: ignore[assignment]
+def _rows(table: Table) -> list[dict[str, str]]:
+    """A listing's rows as JSON objects: the first column is `name`, each other is keyed by the words of its
+    header before any parenthesis ("default weight" -> default_weight); a row with a blank name continues
+    the one above (an attack's further presets), whose blank cells it takes."""
+    keys = ["name"] + ["_".join(re.findall(r"[a-z0-9]+", str(c.header).split(" (")[0].lower())) for c in table.columns[1:]]
+    rows: list[dict[str, str]] = []
+    for cells in zip(*(list(column.cells) for column in table.columns)):
+        row = dict(zip(keys, map(str, cells)))
+        if not row["name"] and rows:
+            row = {key: value or rows[-1][key] for key, value in row.items()}
+        rows.append(row)
+    return rows
+
+
+def list_registry(what: Annotated[What, typer.Argument(help=", ".join(LISTERS) + ".")] = "archs",  # type: ignore[assignment]
+                  json_path: JsonOption = None) -> None:
     """List a registry: architectures, built-in triggers, data formats, pre-training methods, attacks (with
     presets), teacher defenses, students, distillation losses (with their defaults) or scan methods."""
-    Output(None, True).console.print(LISTERS[What(what).value]())
+    name = What(what).value
+    output = Output(json_path, True)
+    table = LISTERS[name]()
+    output.console.print(table)
+    output.emit_json({"what": name, "items": _rows(table)})
