@@ -15,6 +15,7 @@ count once; anything else is ambiguous and the user picks one with `--prefix`. E
 from __future__ import annotations
 
 import functools
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
@@ -25,6 +26,7 @@ from torch import nn
 from encoder_clean.encoders.base import Encoder, ProjectionHead
 from encoder_clean.encoders.legacy import VIEWS, View, identity
 from encoder_clean.encoders.registry import create_encoder, list_archs
+from encoder_clean.encoders.wrapped import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, TimmEncoder, require
 from encoder_clean.errors import UserError
 
 MAX_DEPTH = 8
@@ -97,8 +99,6 @@ def vit_templates(view: Mapping[str, tuple[str, torch.Tensor]]) -> list[Template
 
 
 def _vit_template(view: Mapping[str, tuple[str, torch.Tensor]], prefix: str) -> Template | None:
-    from encoder_clean.encoders.wrapped import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
-
     def shape(name: str) -> tuple[int, ...]:
         return tuple(view[prefix + name][1].shape) if prefix + name in view else ()
 
@@ -107,9 +107,9 @@ def _vit_template(view: Mapping[str, tuple[str, torch.Tensor]], prefix: str) -> 
     if len(patch) != 4 or len(pos) != 3 or not shape("cls_token") or len(fc1) != 2 or not depth:
         return None
     width, size, grid = patch[0], patch[-1], round(max(pos[1] - 1, 0) ** 0.5)
-    if grid < 1 or grid * grid != pos[1] - 1 or width % 64 and width > 64:
+    if grid < 1 or grid * grid != pos[1] - 1:
         return None
-    heads = max(1, width // 64)  # the ViT convention (64 channels a head): weights cannot record it
+    heads = width // 64 if width % 64 == 0 else 1  # the ViT convention (64 channels a head): weights cannot say
     clip = bool(shape("norm_pre.weight"))  # CLIP's towers normalise the tokens before the blocks
     args = {"img_size": grid * size, "patch_size": size, "depth": depth, "embed_dim": width, "num_heads": heads,
             "mlp_ratio": fc1[0] / width, "qkv_bias": prefix + "blocks.0.attn.qkv.bias" in view}
@@ -121,12 +121,12 @@ def _vit_template(view: Mapping[str, tuple[str, torch.Tensor]], prefix: str) -> 
     guess = f"{heads} attention head{'s' * (heads != 1)} (64 channels each)"
     if clip:
         guess += " and GELU (OpenAI's CLIP uses QuickGELU: --arch timm/vit_base_patch16_clip_quickgelu_224 or the like)"
+    else:
+        guess += " (else name the model, e.g. --arch 'timm/vit_small_patch16_224?num_heads=12')"
     return _wrapped_template(config, guess)
 
 
 def _wrapped_template(config: dict, guess: str = "") -> Template | None:
-    from encoder_clean.encoders.wrapped import TimmEncoder
-
     try:
         return template_of(functools.partial(TimmEncoder.from_config, config), f"timm/{config['architecture']}",
                            guess)
@@ -134,20 +134,28 @@ def _wrapped_template(config: dict, guess: str = "") -> Template | None:
         return None
 
 
-def timm_template(name: str) -> Template:
-    """A timm architecture named by the user (`--arch timm/NAME`), with timm's preprocessing for it."""
-    from encoder_clean.encoders.wrapped import require
-
+def timm_template(spec: str) -> Template:
+    """A timm architecture named by the user: `--arch timm/NAME[?ARG=VALUE&...]`, with timm's preprocessing
+    for NAME; the arguments override the model's (what weights cannot say, e.g. `num_heads=12` for MoCo
+    v3's ViT-S, or `img_size=32`)."""
     timm = require("timm", "timm")
+    name, _, query = spec.partition("?")
+    args = {}
+    for item in filter(None, query.split("&")):
+        key, sep, text = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise UserError(f"--arch timm/{spec}: expected timm/NAME?ARG=VALUE&..., not {item!r}")
+        try:
+            args[key] = json.loads(text)
+        except ValueError:
+            args[key] = text
     cfg = timm.models.get_pretrained_cfg(name)
     pretrained = cfg.to_dict() if cfg is not None else {}
-    config = {"architecture": name, "model_args": {},
-              "pretrained_cfg": {key: pretrained[key] for key in ("input_size", "mean", "std", "classifier")
-                                 if key in pretrained}}
-    template = _wrapped_template(config)
-    if template is None:
-        raise UserError(f"timm cannot build {name!r}")
-    return template
+    pretrained = {key: pretrained[key] for key in ("input_size", "mean", "std", "classifier") if key in pretrained}
+    if "img_size" in args and isinstance(args["img_size"], int):
+        pretrained["input_size"] = [3, args["img_size"], args["img_size"]]
+    config = {"architecture": name, "model_args": args, "pretrained_cfg": pretrained}
+    return template_of(functools.partial(TimmEncoder.from_config, config), f"timm/{name}")
 
 
 # ------------------------------------------------------------------------------ matching
@@ -383,7 +391,8 @@ def _group(key: str, layout: Layout) -> str:
             return other.label
     if layout.network.prefix and key.startswith(layout.network.prefix):
         key = key[len(layout.network.prefix):]
-    parts = [p for p in key.split(".")[:-1] if p not in WRAPPERS]
+    parts = [p for p in key.split(".") if p not in WRAPPERS]
+    parts = parts[:-1] if len(parts) > 1 else parts  # the parameter's own name says nothing
     kept = []
     for part in parts:
         if part.isdigit() or len(kept) == 2:

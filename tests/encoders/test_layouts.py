@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import functools
+import json
 import shutil
 import tempfile
 from collections import OrderedDict
@@ -356,15 +357,81 @@ def test_copies_with_equal_weights_count_once(tmp_path):
     assert layout.network.prefix == "encoder_a."
 
 
-def test_arch_names_a_timm_model_for_a_file_that_cannot_say(tmp_path):
-    model = _randomise(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0), 0)
+def test_arch_names_what_the_weights_cannot_say(tmp_path):
+    """Attention heads leave no trace in a ViT's shapes: 64 channels a head is assumed, and
+    `--arch timm/NAME?ARG=VALUE` says otherwise (MoCo v3's ViT-S has 12 heads of 32 channels)."""
+    args = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4)
+    model = _randomise(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, **args), 0)
     path = tmp_path / "vit.pth"
     torch.save({"state_dict": prefixed(backbone_state(model), "module.base_encoder.")}, path)
-    loaded = load_encoder(str(path), arch="timm/vit_tiny_patch16_224")
-    images = torch.rand(1, 3, 224, 224)
+    images = torch.rand(2, 3, 32, 32)
+    guessed = load_encoder(str(path))
+    assert "assumed 1 attention head" in guessed.layout
+    arch = "timm/vit_tiny_patch16_224?" + "&".join(f"{k}={v}" for k, v in args.items())
+    named = load_encoder(str(path), arch=arch)
     with torch.no_grad():
-        reference = model(loaded.encoder.normalize(images))  # timm's preprocessing for that name
-        assert torch.allclose(loaded.encoder.eval().features(images), reference, atol=1e-4)
-    assert loaded.encoder.arch == "timm/vit_tiny_patch16_224" and "assumed" not in loaded.layout
+        reference = model(named.encoder.normalize(images))  # timm's preprocessing for that name
+        assert torch.allclose(named.encoder.eval().features(images), reference, atol=1e-4)
+        assert not torch.allclose(guessed.encoder.eval().features(images), reference, atol=1e-4)
+    assert named.encoder.arch == "timm/vit_tiny_patch16_224" and "assumed" not in named.layout
+    # the saved encoder keeps the heads it was given
+    from encoder_clean.encoders.io import save_encoder
+
+    save_encoder(named.encoder, tmp_path / "vit.safetensors", produced_by="test")
+    with torch.no_grad():
+        again = load_encoder(str(tmp_path / "vit.safetensors")).encoder.eval().features(images)
+    assert torch.allclose(again, reference, atol=1e-4)
     with pytest.raises(UserError, match="do not match architecture resnet18"):
         load_encoder(str(path), arch="resnet18")
+    with pytest.raises(UserError, match="expected timm/NAME"):
+        load_encoder(str(path), arch="timm/vit_tiny_patch16_224?heads")
+
+
+# ------------------------------------------------------------------------------ through the commands
+SMALL = "resnet10-cifar-w8"  # torchvision's parameter names at CPU size: the commands run in seconds
+TINY = "builtin?train=64&test=40"
+
+
+def _moco_v2_small(path: Path) -> None:
+    from encoder_clean.encoders import create_encoder
+
+    torch.manual_seed(0)
+    query, key = create_encoder(SMALL, head=False), create_encoder(SMALL, head=False)
+    torch.save(moco_v2(query, key), path)
+
+
+def test_scan_evaluate_and_distill_run_on_a_moco_checkpoint(tmp_path):
+    from typer.testing import CliRunner
+
+    from encoder_clean.cli import app
+
+    runner = CliRunner()
+    path = tmp_path / "moco_v2.pth.tar"
+    _moco_v2_small(path)
+    runs = {
+        "scan": ["scan", str(path), "--data", "builtin:shapes?train=64&test=10", "--shadow-images", "32",
+                 "-o", "steps=5", "-o", "batch_size=8", "-o", "restarts=1", "--device", "cpu", "-q", "--json", "-"],
+        "evaluate": ["evaluate", str(path), "--data", TINY, "--probe-epochs", "2", "--device", "cpu", "-q",
+                     "--json", "-"],
+        "distill": ["distill", str(path), "--student", "void", "--loss", "sp", "--finetune", "none", "--data", TINY,
+                    "--clean-fraction", "0.5", "--epochs", "1", "--batch-size", "16", "--device", "cpu", "-q",
+                    "--out", str(tmp_path / "student.safetensors"), "--json", "-"],
+    }
+    for command, args in runs.items():
+        result = runner.invoke(app, args)
+        assert result.exit_code in ((0, 1) if command == "scan" else (0,)), (command, result.output)
+        assert f"took state_dict.module.encoder_q as {SMALL}" in result.stderr, (command, result.stderr)
+        assert "(query over key)" in result.stderr
+        json.loads(result.stdout)
+    student = load_encoder(str(tmp_path / "student.safetensors"))
+    assert student.encoder.arch == SMALL and student.metadata["parent_sha256"] == load_encoder(str(path)).sha256
+
+
+def test_ambiguous_checkpoint_is_exit_2_naming_the_candidates(tmp_path):
+    from tests.cli.test_cli import assert_clean_error, run_cli
+
+    path = tmp_path / "two.pth"
+    torch.save({"net_a": backbone_state(resnet(0)), "net_b": backbone_state(resnet(1))}, path)
+    result = run_cli("evaluate", str(path), "--data", TINY)
+    assert_clean_error(result)
+    assert "net_a (resnet18), net_b (resnet18)" in result.stderr and "--prefix" in result.stderr
