@@ -61,8 +61,9 @@ def main() -> None:
     ours = time.perf_counter() - started
     plain, steps = plain_loop(x, y, args.classes, args.epochs, args.plain_threads)
     print(f"{steps} steps ({args.epochs} epochs of {args.images} {args.dim}-d features, batch 64)")
-    print(f"evaluate's MLP probe ({default_threads} torch threads by default): {ours:.2f} s, {1000 * ours / steps:.2f} ms/step")
-    print(f"plain PyTorch loop ({args.plain_threads} thread(s)):            {plain:.2f} s, {1000 * plain / steps:.2f} ms/step")
+    for name, seconds in ((f"evaluate's MLP probe ({default_threads} torch threads by default)", ours),
+                          (f"plain PyTorch loop ({args.plain_threads} thread(s))", plain)):
+        print(f"{name}: {seconds:.2f} s, {1000 * seconds / steps:.2f} ms/step")
     print(f"ratio probe / plain: {ours / plain:.2f}")
 
 

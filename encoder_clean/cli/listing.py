@@ -115,7 +115,8 @@ def _rows(table: Table) -> list[dict[str, str]]:
     """A listing's rows as JSON objects: the first column is `name`, each other is keyed by the words of its
     header before any parenthesis ("default weight" -> default_weight); a row with a blank name continues
     the one above (an attack's further presets), whose blank cells it takes."""
-    keys = ["name"] + ["_".join(re.findall(r"[a-z0-9]+", str(c.header).split(" (")[0].lower())) for c in table.columns[1:]]
+    keys = ["name"] + ["_".join(re.findall(r"[a-z0-9]+", str(column.header).split(" (")[0].lower()))
+                       for column in table.columns[1:]]
     rows: list[dict[str, str]] = []
     for cells in zip(*(list(column.cells) for column in table.columns)):
         row = dict(zip(keys, map(str, cells)))
@@ -125,8 +126,10 @@ def _rows(table: Table) -> list[dict[str, str]]:
     return rows
 
 
-def list_registry(what: Annotated[What, typer.Argument(help=", ".join(LISTERS) + ".")] = "archs",  # type: ignore[assignment]
-                  json_path: JsonOption = None) -> None:
+def list_registry(
+    what: Annotated[What, typer.Argument(help=", ".join(LISTERS) + ".")] = "archs",  # type: ignore[assignment]
+    json_path: JsonOption = None,
+) -> None:
     """List a registry: architectures, built-in triggers, data formats, pre-training methods, attacks (with
     presets), teacher defenses, students, distillation losses (with their defaults) or scan methods."""
     name = What(what).value

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from encoder_clean.cli import app
 from encoder_clean.cli.progress import PlainProgress
-from encoder_clean.data import specs
+from encoder_clean.data.formats import FORMATS
 from encoder_clean.encoders import create_encoder
 from encoder_clean.encoders.io import save_encoder
 from tests.cli.test_cli import ARCH, assert_clean_error, run_cli
@@ -41,13 +41,11 @@ def checkpoint(tmp_path) -> str:
 @pytest.fixture
 def no_data(monkeypatch):
     """Any data read fails the test: the checks under test must come before it."""
-    specs.list_formats()  # the built-in formats register on first use
-
     def refuse(*args, **kwargs):
         raise AssertionError("data was read before the options were checked")
 
-    for name, fmt in list(specs._FORMATS.items()):
-        monkeypatch.setitem(specs._FORMATS, name, dataclasses.replace(fmt, loader=refuse))
+    refusing = {name: dataclasses.replace(fmt, loader=refuse) for name, fmt in FORMATS.items().items()}
+    monkeypatch.setattr(FORMATS, "_items", refusing)
 
 
 def commands(checkpoint: str, out: Path) -> dict[str, list[str]]:
@@ -209,3 +207,15 @@ def test_piped_tables_keep_long_paths_whole(tmp_path):
     assert str(path) in result.stdout
     listing = runner.invoke(app, ["list", "scans"])
     assert listing.exit_code == 0 and "similarity_target=" in listing.stdout and "…" not in listing.stdout
+
+
+def test_demo_checks_its_outputs_before_any_work(tmp_path, no_data):
+    folder = tmp_path / "demo"
+    bad_json = str(tmp_path / "no" / "x.json")
+    line = one_error_line(runner.invoke(app, ["demo", "--out-dir", str(folder), "--json", bad_json]))
+    assert "--json" in line and not folder.exists()
+    folder.mkdir()
+    os.mkfifo(folder / "poisoned.safetensors")
+    line = one_error_line(runner.invoke(app, ["demo", "--out-dir", str(folder)]))
+    assert "--out-dir" in line and "FIFO" in line
+    assert [p.name for p in folder.iterdir()] == ["poisoned.safetensors"]
