@@ -410,7 +410,7 @@ def test_scan_evaluate_and_distill_run_on_a_moco_checkpoint(tmp_path):
     _moco_v2_small(path)
     runs = {
         "scan": ["scan", str(path), "--data", "builtin:shapes?train=64&test=10", "--shadow-images", "32",
-                 "-o", "steps=5", "-o", "batch_size=8", "-o", "restarts=1", "--device", "cpu", "-q", "--json", "-"],
+                 "-o", "steps=5", "-o", "batch_size=8", "--device", "cpu", "-q", "--json", "-"],
         "evaluate": ["evaluate", str(path), "--data", TINY, "--probe-epochs", "2", "--device", "cpu", "-q",
                      "--json", "-"],
         "distill": ["distill", str(path), "--student", "void", "--loss", "sp", "--finetune", "none", "--data", TINY,
