@@ -58,7 +58,8 @@ def poison(
     check_output(out)
     if target_class < 0:
         raise UserError(f"--target-class {target_class}: must be 0 or more")
-    spec = get_attack(attack)
+    with about("--attack", attack):
+        spec = get_attack(attack)
     assignments = flag_assignments(epochs=epochs, lr=lr, batch_size=batch_size, num_references=num_references)
     config = apply_options(spec.preset(preset), assignments + list(option or []), f"attack {attack}")
     torch_device = resolve_device(device)

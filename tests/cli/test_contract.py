@@ -149,6 +149,7 @@ def test_distill_names_are_checked_before_the_data(extra, flag, checkpoint, tmp_
     ("evaluate", ["--probe-epochs", "0"], "--probe-epochs"),
     ("poison", ["--trigger", "rainbow"], "--trigger"),
     ("poison", ["--target-class", "-1"], "--target-class"),
+    ("poison", ["--attack", "nope"], "--attack"),
     ("purify", ["--method", "nope"], "--method"),
     ("purify", ["--clean-fraction", "2"], "--clean-fraction"),
 ])
