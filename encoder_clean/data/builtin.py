@@ -23,7 +23,7 @@ import torch
 
 from encoder_clean.data.augment import to_uint8
 from encoder_clean.data.dataset import Dataset, Split
-from encoder_clean.data.specs import register_format, reject_unknown, take_int
+from encoder_clean.data.formats import register_format, reject_unknown, take_int
 from encoder_clean.runtime import NULL_PROGRESS, Progress
 from encoder_clean.errors import UserError
 

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from encoder_clean.data.dataset import Dataset, Split
-from encoder_clean.data.specs import register_format, reject_unknown, take_int
+from encoder_clean.data.formats import register_format, reject_unknown, take_int
 from encoder_clean.runtime import NULL_PROGRESS, Progress
 from encoder_clean.errors import UserError, first_line
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from encoder_clean.data.dataset import Dataset, Split
 from encoder_clean.data.files import read_images, require_root, spec_label, take_size
-from encoder_clean.data.specs import register_format, reject_unknown
+from encoder_clean.data.formats import register_format, reject_unknown
 from encoder_clean.runtime import NULL_PROGRESS, Progress
 from encoder_clean.errors import UserError
 
