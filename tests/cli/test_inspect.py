@@ -14,7 +14,8 @@ from encoder_clean.cli import app
 from encoder_clean.encoders import create_encoder
 from encoder_clean.encoders.io import save_encoder
 from tests.cli.test_cli import ARCH
-from tests.encoders.test_layouts import LAYOUTS, backbone_state, layout_file, resnet
+from tests.encoders.test_hub import SHA_MAIN, FakeRepo, hub  # noqa: F401  (hub: a stand-in Hub on localhost)
+from tests.encoders.test_layouts import LAYOUTS, SMALL, moco_v2_small, backbone_state, layout_file, resnet
 from tests.hostile.cases import MARKER_NAME, byte_cases, encoder_bytes, structured_cases
 
 runner = CliRunner()
@@ -93,3 +94,29 @@ def test_inspect_never_gives_a_traceback_on_hostile_files(tmp_path):
 def test_inspect_of_nothing_is_one_line(tmp_path, missing):
     result = _inspect(str(tmp_path / missing) if not missing.startswith("hf") else missing)
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_inspect_a_hub_file_and_a_hub_model_folder(hub, tmp_path):  # noqa: F811
+    """hf:// references go through huggingface_hub like every command's; a timm folder is recognised by its
+    config.json."""
+    moco_v2_small(tmp_path / "moco.pth")
+    hub.repos["owner/moco"] = FakeRepo(refs={"main": SHA_MAIN},
+                                       files={SHA_MAIN: {"ckpt/moco.pth": (tmp_path / "moco.pth").read_bytes()}})
+    result = _inspect("hf://owner/moco/ckpt/moco.pth", "--json", "-")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["arch"] == SMALL and report["layout"].startswith("took state_dict.module.encoder_q")
+    timm = pytest.importorskip("timm")
+    from timm.models import _hub
+
+    folder = tmp_path / "vit"
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, patch_size=8,
+                              embed_dim=64, depth=2, num_heads=2)
+    _hub.save_for_hf(model, str(folder), model_args=dict(img_size=32, patch_size=8, embed_dim=64, depth=2,
+                                                         num_heads=2), safe_serialization=True)
+    files = {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+    hub.repos["owner/vit"] = FakeRepo(refs={"main": SHA_MAIN}, files={SHA_MAIN: files})
+    report = json.loads(_inspect("hf://owner/vit", "--json", "-").stdout)
+    assert report["format"] == "timm model folder" and report["recognised_by"] == "the folder's config.json"
+    assert report["arch"] == "timm/vit_tiny_patch16_224" and report["taps"][:2] == ["blocks.0", "blocks.1"]
+    assert report["parameters"] == sum(p.numel() for p in model.parameters())

@@ -392,7 +392,7 @@ SMALL = "resnet10-cifar-w8"  # torchvision's parameter names at CPU size: the co
 TINY = "builtin?train=64&test=40"
 
 
-def _moco_v2_small(path: Path) -> None:
+def moco_v2_small(path: Path) -> None:
     from encoder_clean.encoders import create_encoder
 
     torch.manual_seed(0)
@@ -407,7 +407,7 @@ def test_scan_evaluate_and_distill_run_on_a_moco_checkpoint(tmp_path):
 
     runner = CliRunner()
     path = tmp_path / "moco_v2.pth.tar"
-    _moco_v2_small(path)
+    moco_v2_small(path)
     runs = {
         "scan": ["scan", str(path), "--data", "builtin:shapes?train=64&test=10", "--shadow-images", "32",
                  "-o", "steps=5", "-o", "batch_size=8", "--device", "cpu", "-q", "--json", "-"],
