@@ -45,6 +45,7 @@ POISON_SETTINGS = {"epochs": 4}  # over the BadEncoder `fast` preset
 TRIGGER = "white-square"
 TARGET_CLASS = 0
 CLEAN_FRACTION = 0.05
+REPORT_FILES = ("report.json", "summary.md", "acc.png", "asr.png")  # what evaluate.report.write_report writes
 RECIPE_OPTIONS: tuple[str, ...] = ()  # extra distill settings (tests shrink the run with them)
 FINETUNE_OPTIONS: tuple[str, ...] = ()  # extra settings of the teacher's purify method
 
@@ -72,8 +73,13 @@ def demo(
         raise UserError(f"--out-dir {out_dir}: cannot create it ({error.strerror})") from None
     if not os.access(out_dir, os.W_OK):
         raise UserError(f"--out-dir {out_dir}: is not writable")
-    for name in ("clean", "poisoned", "cleaned"):  # the checkpoints it writes: regular files or nothing
-        check_output(out_dir / f"{name}.safetensors", flag="--out-dir")
+    report = out_dir / "report"
+    if report.exists() and not report.is_dir():
+        raise UserError(f"--out-dir {out_dir}: {report} is not a folder")
+    # every file it writes, regular files or nothing, before any work
+    for path in [out_dir / f"{name}.safetensors" for name in ("clean", "poisoned", "cleaned")] + [
+            report / name for name in REPORT_FILES if report.is_dir()]:
+        check_output(path, path.suffix, "--out-dir")
     torch_device = resolve_device(device)
     with cpu_bf16(not fp32) as bf16_on_cpu:
         _run(out_dir, torch_device, seed, output, bf16_on_cpu or torch_device.type == "cuda")

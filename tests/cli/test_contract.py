@@ -220,3 +220,10 @@ def test_demo_checks_its_outputs_before_any_work(tmp_path, no_data):
     line = one_error_line(runner.invoke(app, ["demo", "--out-dir", str(folder)]))
     assert "--out-dir" in line and "FIFO" in line
     assert [p.name for p in folder.iterdir()] == ["poisoned.safetensors"]
+    (folder / "poisoned.safetensors").unlink()
+    (folder / "report").write_text("a file where the report folder goes")
+    assert "is not a folder" in one_error_line(runner.invoke(app, ["demo", "--out-dir", str(folder)]))
+    (folder / "report").unlink()
+    (folder / "report").mkdir()
+    os.mkfifo(folder / "report" / "summary.md")
+    assert "FIFO" in one_error_line(runner.invoke(app, ["demo", "--out-dir", str(folder)]))
