@@ -459,18 +459,20 @@ class EvalResult:
     trigger: str
     target_class: int
     probe: str
+    probe_epochs: int  # MLP epochs or L-BFGS iterations
     encoders: list[EncoderEval]
 
     def as_dict(self) -> dict[str, object]:
         return {"data": self.data, "trigger": self.trigger, "target_class": self.target_class, "probe": self.probe,
-                "encoders": [row.as_dict() for row in self.encoders]}
+                "probe_epochs": self.probe_epochs, "encoders": [row.as_dict() for row in self.encoders]}
 
 
 def evaluate(encoders: EncoderLike | Sequence[EncoderLike], data: DataLike, config: EvalConfig = EvalConfig(), *,
              arch: str | None = None, device: DeviceLike = "auto", seed: int = 0,
              progress: ProgressLike = None) -> EvalResult:
     """Train a probe on each encoder's frozen features of `data`'s training split; measure ACC and ASR on
-    its test split. The trigger and target class default to what the checkpoints record."""
+    its test split. The trigger and target class default to what the checkpoints record. Every setting is
+    checked before the data is read."""
     from encoder_clean.evaluate.metrics import evaluate_encoder
     from encoder_clean.evaluate.probe import probe_config
 
@@ -479,20 +481,28 @@ def evaluate(encoders: EncoderLike | Sequence[EncoderLike], data: DataLike, conf
     seed_everything(seed)
     many = encoders if isinstance(encoders, (list, tuple)) else [encoders]
     loaded = [load_encoder(item, arch=arch) for item in many]
-    trigger, target = _attack_settings(loaded, config.trigger, config.target_class)
+    trigger, target = attack_settings(loaded, config.trigger, config.target_class)
+    stamps = trigger_stamps(trigger, loaded)
     dataset = load_data(data, progress)
+    if target >= dataset.num_classes:
+        raise UserError(f"target class {target} is outside 0..{dataset.num_classes - 1} for {dataset.name}")
     rows = []
     for item in loaded:
         model = _working_copy(item, torch_device)
-        stamp = load_trigger(trigger, model.image_size)
-        metrics = evaluate_encoder(model, dataset, stamp, target, probe, device=torch_device, seed=seed,
-                                   progress=as_progress(progress))
+        metrics = evaluate_encoder(model, dataset, stamps[model.image_size], target, probe, device=torch_device,
+                                   seed=seed, progress=as_progress(progress))
         rows.append(EncoderEval(item.source, item.sha256, model.arch, metrics.acc, metrics.asr, metrics.asr_nontarget))
-    return EvalResult(dataset.name, trigger if isinstance(trigger, str) else trigger.spec, target, config.probe, rows)
+    spec = trigger if isinstance(trigger, str) else trigger.spec
+    return EvalResult(dataset.name, spec, target, config.probe, probe.epochs, rows)
 
 
-def _attack_settings(loaded: Sequence[LoadedEncoder], trigger: TriggerLike | None,
-                     target: int | None) -> tuple[TriggerLike, int]:
+def trigger_stamps(trigger: TriggerLike, loaded: Sequence[LoadedEncoder]) -> dict[int, Trigger]:
+    """The trigger at every input size among `loaded` (checked before any data is read)."""
+    return {item.encoder.image_size: load_trigger(trigger, item.encoder.image_size) for item in loaded}
+
+
+def attack_settings(loaded: Sequence[LoadedEncoder], trigger: TriggerLike | None,
+                    target: int | None) -> tuple[TriggerLike, int]:
     """What is given wins; else what the checkpoints record (they must agree); else the defaults."""
     def recorded(key: str) -> str | None:
         values = {str(item.setting(key)) for item in loaded if item.setting(key) is not None}
@@ -506,6 +516,8 @@ def _attack_settings(loaded: Sequence[LoadedEncoder], trigger: TriggerLike | Non
     if target is None:
         found = recorded("target_class")
         target = int(found) if found is not None else DEFAULT_TARGET
+    if int(target) < 0:
+        raise UserError(f"target class {target}: must be 0 or more")
     return trigger, int(target)
 
 
