@@ -17,6 +17,7 @@ import click
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from encoder_clean import __version__
@@ -30,6 +31,7 @@ from encoder_clean.errors import EncoderCleanError, UserError, first_line
 from encoder_clean.fileio import check_free_space, is_stdout, output_target, write_json_atomic
 from encoder_clean.parallel import joined, launched_world, world
 from encoder_clean.runtime import NULL_PROGRESS, Progress, compiling, resolve_device
+from encoder_clean.schemas import SCHEMA_VERSION
 from encoder_clean.schemas import SCHEMA_VERSION
 from encoder_clean.training.checkpoints import Interval, Journal
 
@@ -76,8 +78,30 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     except UserError:
         rank = 0
     where = f" (rank {rank})" if rank else ""
-    err_console.print(f"[bold red]error{where}:[/] {message}", markup=True, soft_wrap=True)
+    err_console.print(f"[bold red]error{where}:[/] {escape(message)}", markup=True, soft_wrap=True)
     return typer.Exit(code)
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (a missing argument, an unknown option, a value of the wrong type) as one `error:` line
+    and exit code 2 like every other bad input, instead of click's boxed panel."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as error:
+            sys.exit(error.exit_code)  # the help is already printed
+        except click.ClickException as error:
+            context = getattr(error, "ctx", None)
+            hint = f" (see {context.command_path} --help)" if context is not None else ""
+            fail(error.format_message().rstrip(".") + hint)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            fail("aborted")
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)  # non-standalone click returns Exit codes
 
 
 class OneLineErrors(TyperGroup):

@@ -227,3 +227,9 @@ def test_demo_checks_its_outputs_before_any_work(tmp_path, no_data):
     (folder / "report").mkdir()
     os.mkfifo(folder / "report" / "summary.md")
     assert "FIFO" in one_error_line(runner.invoke(app, ["demo", "--out-dir", str(folder)]))
+
+
+def test_error_lines_keep_brackets_in_paths(checkpoint, tmp_path, no_data):
+    bad = tmp_path / "run[bold]" / "x[1].json"  # rich markup must not eat [bold] or [1]
+    line = one_error_line(runner.invoke(app, ["evaluate", checkpoint, "--json", str(bad)]))
+    assert str(bad) in line
