@@ -32,7 +32,6 @@ from encoder_clean.fileio import check_free_space, is_stdout, output_target, wri
 from encoder_clean.parallel import joined, launched_world, world
 from encoder_clean.runtime import NULL_PROGRESS, Progress, compiling, resolve_device
 from encoder_clean.schemas import SCHEMA_VERSION
-from encoder_clean.schemas import SCHEMA_VERSION
 from encoder_clean.training.checkpoints import Interval, Journal
 
 # ------------------------------------------------------------------------------ shared options
@@ -80,28 +79,6 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     where = f" (rank {rank})" if rank else ""
     err_console.print(f"[bold red]error{where}:[/] {escape(message)}", markup=True, soft_wrap=True)
     return typer.Exit(code)
-
-
-class OneLineErrors(TyperGroup):
-    """Usage errors (a missing argument, an unknown option, a value of the wrong type) as one `error:` line
-    and exit code 2 like every other bad input, instead of click's boxed panel."""
-
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
-        try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
-        except click.exceptions.NoArgsIsHelpError as error:
-            sys.exit(error.exit_code)  # the help is already printed
-        except click.ClickException as error:
-            context = getattr(error, "ctx", None)
-            hint = f" (see {context.command_path} --help)" if context is not None else ""
-            fail(error.format_message().rstrip(".") + hint)
-            sys.exit(error.exit_code)
-        except click.Abort:
-            fail("aborted")
-            sys.exit(1)
-        sys.exit(result if isinstance(result, int) else 0)  # non-standalone click returns Exit codes
 
 
 class OneLineErrors(TyperGroup):
