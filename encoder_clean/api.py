@@ -243,6 +243,8 @@ def poison(encoder: EncoderLike, data: DataLike, config: PoisonConfig = PoisonCo
     from encoder_clean.attacks.registry import image_hashes
 
     started = time.perf_counter()
+    if config.target_class < 0:
+        raise UserError(f"target class {config.target_class}: must be 0 or more")
     spec = get_attack(config.attack)
     assignments = to_assignments({"epochs": config.epochs, "lr": config.lr, "batch_size": config.batch_size,
                                   "num_references": config.num_references}) + to_assignments(config.options)

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from encoder_clean.attacks import AttackInputs, get_attack, list_attacks
-from encoder_clean.attacks.registry import image_hashes
+from encoder_clean import api
+from encoder_clean.attacks import get_attack, list_attacks
 from encoder_clean.cli.common import (ArchOption, PrefixOption, CheckpointEveryOption, CompileOption, DEFAULT_CHECKPOINT_EVERY,
                                       DataOption, DeviceOption, JsonOption, Output, QuietOption, ResumeOption,
-                                      SeedOption, about, check_output, check_room, command_line, flag_assignments,
-                                      handle_errors, resumable, run_identity, training_command)
+                                      SeedOption, about, check_output, check_room, handle_errors, resumable,
+                                      run_identity, training_command)
 from encoder_clean.cli.reading import open_encoder
-from encoder_clean.data.specs import load_data
-from encoder_clean.encoders.io import produced_by, save_encoder
 from encoder_clean.errors import UserError
 from encoder_clean.fileio import sha256_file
-from encoder_clean.options import apply_options, describe_options
-from encoder_clean.runtime import place_images, prepare_model, resolve_device, seed_everything
 from encoder_clean.triggers import load_trigger
 
 
@@ -60,41 +57,21 @@ def poison(
         raise UserError(f"--target-class {target_class}: must be 0 or more")
     with about("--attack", attack):
         spec = get_attack(attack)
-    assignments = flag_assignments(epochs=epochs, lr=lr, batch_size=batch_size, num_references=num_references)
-    config = apply_options(spec.preset(preset), assignments + list(option or []), f"attack {attack}")
-    torch_device = resolve_device(device)
-    seed_everything(seed)
+    config = api.PoisonConfig(attack=attack, trigger=trigger, target_class=target_class, reference_data=reference_data,
+                              preset=preset, epochs=epochs, lr=lr, batch_size=batch_size,
+                              num_references=num_references, options=tuple(option or ()))
     loaded = open_encoder(encoder, arch, prefix)
-    model = prepare_model(loaded.encoder, torch_device)
-    check_room(out, model)
     trigger_spec = trigger or spec.default_trigger
     with about("--trigger", trigger_spec):
-        load_trigger(trigger_spec, model.image_size)  # fail on a bad trigger before any data is read
-    shadow = load_data(data, output.progress())
-    references = shadow if reference_data in (None, data) else load_data(reference_data)
-    if not 0 <= target_class < references.num_classes:
-        raise UserError(f"--target-class {target_class} is outside 0..{references.num_classes - 1} "
-                        f"for {references.name}")
-    target_images = references.train.images[references.train.labels == target_class]
-    recipe = {"attack": attack, "preset": preset, "trigger": trigger_spec, "target_class": target_class, "data": data,
-              "reference_data": reference_data, "option": " ".join(assignments + list(option or [])) or None,
-              "seed": seed}
+        load_trigger(trigger_spec, loaded.encoder.image_size)  # a bad trigger fails before any data is read
     trigger_file = Path(trigger_spec)
-    identity = run_identity("poison", recipe, loaded.sha256, sha256_file(trigger_file) if trigger_file.is_file() else None)
+    identity = run_identity("poison", {"data": data, **dataclasses.asdict(config), "seed": seed}, loaded.sha256,
+                            sha256_file(trigger_file) if trigger_file.is_file() else None)
     with resumable(out, resume, checkpoint_every, identity):
-        inputs = AttackInputs(model, place_images(shadow.train.images, torch_device), target_images.to(torch_device),
-                              trigger_spec, target_class, torch_device, seed, output.progress())
-        outcome = spec.run(inputs, config)
-        settings = {"command": "poison", "attack": attack, "preset": preset, "trigger": trigger_spec,
-                    "target_class": target_class, "data": data, "reference_data": reference_data or data,
-                    "references_sha256": image_hashes(outcome.references),
-                    "attack_settings": describe_options(config), "seed": seed, **outcome.extra_metadata}
-        sha = save_encoder(model, out, parent_sha256=loaded.sha256, settings=settings,
-                           produced_by=produced_by(command_line("poison", recipe)))
-    result = {"out": str(out), "sha256": sha, "seconds": output.seconds, "attack": attack, "preset": preset,
-              "trigger": trigger_spec, "target_class": target_class, "settings": describe_options(config),
-              "references": len(outcome.references), **outcome.stats}
+        check_room(out, loaded.encoder)
+        result = api.poison(loaded, data, config, device=device, seed=seed, progress=output.progress())
+        sha = result.save(out)
     output.console.print(f"wrote [bold]{out}[/] ({attack}, trigger {trigger_spec}, target class {target_class}, "
-                         f"{outcome.stats.get('steps')} steps, {output.seconds:.1f} s, sha256 {sha[:12]})",
+                         f"{result.report.get('steps')} steps, {output.seconds:.1f} s, sha256 {sha[:12]})",
                          soft_wrap=True)
-    output.emit_json(result)
+    output.emit_json({"out": str(out), "sha256": sha, "seconds": output.seconds, **result.report})
