@@ -1,120 +1,172 @@
-"""Can `scan` tell backdoored encoders from clean ones? AUROC, TPR and FPR over a zoo of small encoders.
+"""Can `scan` tell backdoored encoders from clean ones it was not tuned on? A zoo, split before scanning.
 
-Builds (or reuses, under benchmarks/cache/zoo/) with the real commands:
-- clean encoders of different seeds, architectures and built-in families (`pretrain`);
-- backdoored encoders from all four attacks with triggers of different sizes and positions and
-  different target classes (`poison`, each from one of the clean encoders);
-- a separate calibration set of clean encoders (other seeds): the threshold is calibrated on these only.
-Then scans every encoder with our settings and with plain DECREE settings (`scan --method decree`), and
-prints per-encoder PL1-norms and seconds, AUROC, and TPR/FPR at the shipped threshold and at the one
-calibrated here.
+Builds (or reuses, under benchmarks/cache/zoo/) with the real commands (`pretrain`, `poison`, `distill`):
+- clean encoders: three widths of the CIFAR ResNet-18 family plus ResNet-10-w8 and a small ViT, on both
+  built-in families and on a 4,000-image subset of real CIFAR-10, several seeds and lengths;
+- backdoored encoders: BadEncoder and DRUPE at the `fast` preset and longer, five triggers (white square,
+  checkerboard, noise patch, the BadEncoder release's npz, squares at other places and sizes), targets 0,
+  3 and 7;
+- the default chain: `pretrain` with its defaults, its default `poison` for four triggers and both
+  attacks, and the default `distill` of the default BadEncoder output.
+Every member is put in the calibration or the held-out part by a hash of its name (`split_of`), fixed
+before any scan; thresholds come from the calibration part only. Each method then scans every member
+in-process (`encoder_clean.scan.run_scan`) on 1,000 class-balanced shadow images of the data the member
+was trained on, and the script prints per-member scores, and for the held-out part AUROC and TPR/FPR at the
+shipped threshold and at the calibrated one.
 
-    python benchmarks/scan_zoo.py [--jobs 2] [--methods encoder-clean decree] [--device cpu]
-
-Targets (issue #5): AUROC >= 0.95, every DRUPE encoder detected, <= 60 s per encoder on the CPU.
+    python benchmarks/scan_zoo.py --build-only --jobs 2       # build the zoo (one CPU thread per job)
+    python benchmarks/scan_zoo.py [--methods encoder-clean decree] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from attacks import cli
 
-from encoder_clean.scan.verdict import calibrate_threshold, get_preset
+from encoder_clean.data.sampling import balanced_sample
+from encoder_clean.data.specs import load_data
+from encoder_clean.encoders.io import load_encoder
+from encoder_clean.scan import run_scan, scan_config
+from encoder_clean.scan.verdict import get_method
 
 SMALL = "resnet18-cifar-w16"
 OTHER = {"shapes": "glyphs", "glyphs": "shapes"}
+CIFAR_SOURCE = Path("/work/data/cifar10")
+NPZ_TRIGGER = "sample_triggers/trigger_pt_white_21_10_ap_replace.npz"
+TRAIN_IMAGES = 4000  # zoo members (not the default chain) pre-train and poison on this many images
+SHADOW_IMAGES = 1000
+CALIBRATION, HELD_OUT = "calibration", "held-out"
 
 
 @dataclass(frozen=True)
 class Member:
     name: str
-    role: str  # "clean", "backdoor" or "calibration"
-    command: tuple[str, ...]  # the command that makes it, without --out
-    parent: str | None = None  # the zoo member it is poisoned from
+    backdoor: bool
+    command: tuple[str, ...]  # the command that makes it, without --out; {parent} is the parent's path
+    data: str  # the data it was trained on: scans draw their shadow images from its training split
+    parent: str | None = None
     attack: str | None = None
+    tags: tuple[str, ...] = field(default=())
 
 
-def clean_member(name: str, family: str, arch: str, seed: int, role: str = "clean") -> Member:
-    return Member(name, role, ("pretrain", "--data", f"builtin:{family}?train={{train}}", "--arch", arch,
-                               "--epochs", "3", "--seed", str(seed)))
+def split_of(name: str) -> str:
+    """A third of the zoo calibrates, by a hash of the name alone (decided before any result is seen)."""
+    return CALIBRATION if int(hashlib.sha256(name.encode()).hexdigest(), 16) % 3 == 0 else HELD_OUT
 
 
-# The embedding attacks' `fast` preset plants a full backdoor in about 230 steps of 128 (3 epochs of
-# 10,000 images); on the zoo's 4,000 images 3 epochs (93 steps) gave BadEncoder only 21% ASR, so the
-# zoo runs them for 8 epochs (250 steps).
-ATTACK_EPOCHS = {"badencoder": 8, "drupe": 8}
+def builtin(family: str) -> str:
+    return f"builtin:{family}?train={TRAIN_IMAGES}"
 
 
-def backdoor_member(name: str, parent: str, family: str, attack: str, trigger: str, target: int) -> Member:
-    epochs = ("--epochs", str(ATTACK_EPOCHS[attack])) if attack in ATTACK_EPOCHS else ()
-    return Member(name, "backdoor", ("poison", "{parent}", "--attack", attack, "--trigger", trigger,
-                                     "--target-class", str(target), "--data", f"builtin:{family}?train={{train}}",
-                                     "--reference-data", f"builtin:{OTHER[family]}", *epochs), parent, attack)
+def cifar_spec(root: Path) -> str:
+    return f"folder:{root}"
 
 
-CLEAN = [
-    clean_member("clean-shapes-s0", "shapes", SMALL, 0),
-    clean_member("clean-shapes-s1", "shapes", SMALL, 1),
-    clean_member("clean-shapes-s2", "shapes", SMALL, 2),
-    clean_member("clean-glyphs-s0", "glyphs", SMALL, 0),
-    clean_member("clean-glyphs-s1", "glyphs", SMALL, 1),
-    clean_member("clean-shapes-w8-s0", "shapes", "resnet10-cifar-w8", 0),
-    clean_member("clean-glyphs-w8-s0", "glyphs", "resnet10-cifar-w8", 0),
-    clean_member("clean-shapes-w32-s0", "shapes", "resnet18-cifar-w32", 0),
-]
-CALIBRATION = [
-    clean_member("calib-shapes-s10", "shapes", SMALL, 10, "calibration"),
-    clean_member("calib-glyphs-s10", "glyphs", SMALL, 10, "calibration"),
-    clean_member("calib-shapes-w8-s10", "shapes", "resnet10-cifar-w8", 10, "calibration"),
-]
-# (attack, trigger, target class, parent): sizes 4 to 10 pixels, five positions, five target classes
-BACKDOORS = [
-    ("badencoder", "white-square", 0, "clean-shapes-s0"),
-    ("badencoder", "checkerboard:6@0,0", 3, "clean-shapes-s1"),
-    ("badencoder", "noise-patch:8@12,12", 5, "clean-glyphs-s0"),
-    ("badencoder", "white-square:4@2,26", 7, "clean-shapes-w8-s0"),
-    ("drupe", "white-square", 0, "clean-shapes-s0"),
-    ("drupe", "checkerboard:6@0,0", 2, "clean-shapes-s2"),
-    ("drupe", "noise-patch:8@12,12", 4, "clean-glyphs-s1"),
-    ("drupe", "white-square:4@26,2", 6, "clean-glyphs-w8-s0"),
-    ("bassl", "white-square", 0, "clean-shapes-s0"),
-    ("bassl", "checkerboard:6@0,0", 3, "clean-glyphs-s0"),
-    ("bassl", "noise-patch:8@12,12", 1, "clean-shapes-s1"),
-    ("bassl", "white-square:4@2,26", 8, "clean-shapes-s2"),
-    ("ctrl", "ctrl", 0, "clean-shapes-s0"),
-    ("ctrl", "ctrl", 4, "clean-glyphs-s1"),
-    ("ctrl", "ctrl", 9, "clean-shapes-s2"),
-    ("ctrl", "ctrl", 2, "clean-glyphs-s0"),
-]
+def clean(name: str, data: str, arch: str, seed: int, epochs: int = 3) -> Member:
+    return Member(name, False, ("pretrain", "--data", data, "--arch", arch, "--epochs", str(epochs), "--seed",
+                                str(seed)), data)
 
 
-def family_of(parent: str) -> str:
-    return parent.split("-")[1]
+def poisoned(name: str, parent: Member, attack: str, trigger: str, target: int, epochs: int,
+             reference: str, tags: tuple[str, ...] = ()) -> Member:
+    return Member(name, True, ("poison", "{parent}", "--attack", attack, "--trigger", trigger, "--target-class",
+                               str(target), "--data", parent.data, "--reference-data", reference, "--epochs",
+                               str(epochs)), parent.data, parent.name, attack, tags)
 
 
-def zoo() -> list[Member]:
-    poisoned = [backdoor_member(f"{attack}-{trigger.replace(':', '').replace('@', '-at-').replace(',', '-')}-t{target}-{parent}",
-                                parent, family_of(parent), attack, trigger, target)
-                for attack, trigger, target, parent in BACKDOORS]
-    return CLEAN + CALIBRATION + poisoned
+def zoo(cifar: str) -> list[Member]:
+    members = [  # cheapest first: the build runs in this order, each parent followed by its children
+        clean("clean-shapes-w16-s0", builtin("shapes"), SMALL, 0),
+        clean("clean-shapes-w16-s1", builtin("shapes"), SMALL, 1),
+        clean("clean-glyphs-w16-s0", builtin("glyphs"), SMALL, 0),
+        clean("clean-shapes-w8-s0", builtin("shapes"), "resnet10-cifar-w8", 0),
+        clean("clean-glyphs-w8-s0", builtin("glyphs"), "resnet10-cifar-w8", 0),
+        clean("clean-cifar-w16-s0", cifar, SMALL, 0),
+        clean("clean-shapes-w16-s2", builtin("shapes"), SMALL, 2),
+        clean("clean-glyphs-w16-s1", builtin("glyphs"), SMALL, 1),
+        clean("clean-shapes-vit-s0", builtin("shapes"), "vit-p4-d4-w64", 0),
+        clean("clean-shapes-w16-s3-e6", builtin("shapes"), SMALL, 3, epochs=6),
+        clean("clean-cifar-w8-s0", cifar, "resnet10-cifar-w8", 0),
+        clean("clean-glyphs-vit-s1", builtin("glyphs"), "vit-p4-d4-w64", 1),
+        clean("clean-cifar-w16-s1-e6", cifar, SMALL, 1, epochs=6),
+        clean("clean-glyphs-w16-s2-e6", builtin("glyphs"), SMALL, 2, epochs=6),
+        clean("clean-shapes-w32-s0", builtin("shapes"), "resnet18-cifar-w32", 0),
+        clean("clean-glyphs-w32-s1", builtin("glyphs"), "resnet18-cifar-w32", 1),
+        clean("clean-shapes-r18-s0", "builtin:shapes?train=1000", "resnet18-cifar", 0, epochs=2),
+        clean("clean-cifar-w32-s2", cifar, "resnet18-cifar-w32", 2),
+    ]
+    by_name = {m.name: m for m in members}
+
+    def bd(attack: str, trigger: str, target: int, parent: str, epochs: int = 8, tag: str = "fast") -> Member:
+        base = by_name[parent]
+        short = trigger.split("/")[-1].split(".")[0].replace(":", "").replace("@", "-at-").replace(",", "-")
+        family = base.data.split(":")[1].split("?")[0] if base.data.startswith("builtin") else "cifar"
+        reference = f"builtin:{OTHER[family]}" if family in OTHER else base.data
+        return poisoned(f"{attack}-{short}-t{target}-e{epochs}-{parent}", base, attack, trigger, target, epochs,
+                        reference, (tag,))
+
+    # 8 epochs of 4,000 images are about the `fast` preset's step count on the default 10,000 (3 epochs);
+    # 16 epochs is the stronger setting.
+    members += [
+        bd("badencoder", "white-square", 0, "clean-shapes-w16-s0"),
+        bd("badencoder", "checkerboard:6@0,0", 3, "clean-shapes-w16-s1"),
+        bd("badencoder", "noise-patch:8@12,12", 7, "clean-glyphs-w16-s0"),
+        bd("badencoder", NPZ_TRIGGER, 3, "clean-shapes-w32-s0"),
+        bd("badencoder", "white-square:4@2,26", 7, "clean-shapes-w8-s0"),
+        bd("badencoder", "checkerboard", 0, "clean-glyphs-w16-s1", 16, "strong"),
+        bd("badencoder", "white-square", 3, "clean-shapes-vit-s0"),
+        bd("badencoder", "white-square", 0, "clean-cifar-w16-s0"),
+        bd("badencoder", "noise-patch", 7, "clean-cifar-w8-s0", 16, "strong"),
+        bd("drupe", "white-square", 7, "clean-shapes-w16-s2"),
+        bd("drupe", "checkerboard:6@0,0", 0, "clean-glyphs-w16-s0"),
+        bd("drupe", "noise-patch:8@12,12", 3, "clean-shapes-w16-s1"),
+        bd("drupe", NPZ_TRIGGER, 0, "clean-glyphs-w8-s0"),
+        bd("drupe", "white-square:4@26,2", 3, "clean-glyphs-w32-s1"),
+        bd("drupe", "noise-patch", 7, "clean-shapes-w16-s3-e6", 16, "strong"),
+        bd("drupe", "checkerboard", 3, "clean-glyphs-vit-s1"),
+        bd("drupe", NPZ_TRIGGER, 7, "clean-cifar-w16-s1-e6", 16, "strong"),
+    ]
+    # The default chain: every command with its defaults (built-in shapes, 10,000 images).
+    default = Member("default-clean", False, ("pretrain",), "builtin", tags=("default",))
+    members.append(default)
+    for attack in ("badencoder", "drupe"):
+        for trigger in ("white-square", "checkerboard", "noise-patch", NPZ_TRIGGER):
+            short = trigger.split("/")[-1].split(".")[0]
+            members.append(Member(f"default-{attack}-{short}", True, ("poison", "{parent}", "--attack", attack,
+                                                                      "--trigger", trigger), "builtin",
+                                  default.name, attack, ("default",)))
+    members.append(Member("default-distill", False, ("distill", "{parent}"), "builtin",
+                          "default-badencoder-white-square", None, ("default", "distilled")))
+    return members
 
 
-def run(args: list[str], device: str) -> dict:
-    return cli(*args, device=device, ok=(0, 1))  # scan exits 1 on a backdoor verdict
+def cifar_subset(folder: Path, per_class_train: int = 400, per_class_test: int = 100) -> Path:
+    """A small ImageFolder of real CIFAR-10 (links to the first files of each class): short CPU runs."""
+    for split, count in (("train", per_class_train), ("test", per_class_test)):
+        for class_dir in sorted((CIFAR_SOURCE / split).iterdir()):
+            target = folder / split / class_dir.name
+            target.mkdir(parents=True, exist_ok=True)
+            for path in sorted(class_dir.iterdir())[:count]:
+                link = target / path.name
+                if not link.exists():
+                    link.symlink_to(path.resolve())
+    return folder
 
 
 class Zoo:
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, members: list[Member]):
         self.args = args
         self.folder = args.out_dir
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.members = {m.name: m for m in members}
 
     def path(self, member: Member) -> Path:
         return self.folder / f"{member.name}.safetensors"
@@ -123,33 +175,49 @@ class Zoo:
         out = self.path(member)
         timing = out.with_suffix(".seconds")
         if not out.exists():
-            command = [part.format(train=self.args.train_images,
-                                   parent=str(self.path(next(m for m in zoo() if m.name == member.parent)))
-                                   if member.parent else "") for part in member.command]
+            parent = str(self.path(self.members[member.parent])) if member.parent else ""
+            command = [part.format(parent=parent) for part in member.command]
             started = time.perf_counter()
-            run([*command, "--out", str(out)], self.args.device)
+            report = cli(*command, "--out", str(out), device=self.args.device)
+            out.with_suffix(".build.json").write_text(json.dumps(report, indent=2))
             timing.write_text(f"{time.perf_counter() - started:.1f}")
             print(f"built {member.name} in {timing.read_text()} s", flush=True)
         return float(timing.read_text())
 
-    def asr(self, member: Member) -> dict:
-        """ACC/ASR of a backdoored member on the downstream family (its references' family)."""
-        cached = self.folder / f"{member.name}.evaluate.json"
-        if not cached.exists():
-            downstream = f"builtin:{OTHER[family_of(member.parent)]}?train=3000&test=1000"
-            report = run(["evaluate", str(self.path(member)), "--data", downstream], self.args.device)
-            cached.write_text(json.dumps(report["encoders"][0], indent=2))
-        return json.loads(cached.read_text())
 
-    def scan(self, member: Member, method: str) -> dict:
-        cached = self.folder / f"{member.name}.scan-{method}.json"
-        if not cached.exists() or self.args.rescan:
-            report = run(["scan", str(self.path(member)), "--method", method, "--data", "builtin:shapes"],
-                         self.args.device)
-            cached.write_text(json.dumps(report["encoders"][0], indent=2))
-            print(f"scanned {member.name} ({method}): PL1 {report['encoders'][0]['pl1_norm']:.4f} "
-                  f"in {report['encoders'][0]['seconds']:.1f} s", flush=True)
-        return json.loads(cached.read_text())
+def build_all(store: Zoo, members: list[Member], jobs: int) -> None:
+    """In list order, each member after its parent; `jobs` commands side by side once parents exist."""
+    ordered: list[Member] = []
+    for member in members:
+        chain = [member]
+        while chain[-1].parent:
+            chain.append(store.members[chain[-1].parent])
+        ordered += [m for m in reversed(chain) if m not in ordered]
+    done: set[str] = set()
+    with ThreadPoolExecutor(jobs) as pool:
+        while len(done) < len(ordered):
+            ready = [m for m in ordered if m.name not in done and (m.parent is None or m.parent in done)]
+            list(pool.map(store.build, ready[:jobs]))
+            done.update(m.name for m in ready[:jobs])
+
+
+def shadow_for(data: str, cache: dict) -> "torch.Tensor":
+    """1,000 class-balanced training images of `data` (seed 0): what `scan --data` draws."""
+    if data not in cache:
+        cache[data] = balanced_sample(load_data(data).train, SHADOW_IMAGES, 0).split.images
+    return cache[data]
+
+
+def scan_member(store: Zoo, member: Member, method: str, shadows: dict, args: argparse.Namespace) -> dict:
+    cached = store.folder / f"{member.name}.scan-{method}.json"
+    if args.rescan or not cached.exists():
+        encoder = load_encoder(str(store.path(member)), device="cpu").encoder
+        options = [o.split(":", 1)[1] for o in args.option if o.split(":", 1)[0] == method]
+        outcome = run_scan(encoder, shadow_for(member.data, shadows), method=method, seed=0,
+                           config=scan_config(method, options))
+        cached.write_text(json.dumps(outcome.row(), indent=2))
+        print(f"scanned {member.name} ({method}): score {outcome.score:.4f} in {outcome.seconds:.1f} s", flush=True)
+    return json.loads(cached.read_text())
 
 
 def auroc(positive: list[float], negative: list[float]) -> float:
@@ -160,84 +228,104 @@ def auroc(positive: list[float], negative: list[float]) -> float:
     return wins / (len(positive) * len(negative))
 
 
+def calibrate(rows: list[dict], max_fpr: float = 0.05) -> float:
+    """The lowest threshold that keeps the calibration part's false positives at or under `max_fpr`,
+    moved halfway to the next clean score above it (so that it is not fitted to one clean encoder)."""
+    clean = sorted(r["score"] for r in rows if not r["backdoor"])
+    allowed = int(max_fpr * len(clean))  # clean encoders that may score above the threshold
+    edge = clean[len(clean) - 1 - allowed]
+    backdoor_above = sorted(r["score"] for r in rows if r["backdoor"] and r["score"] > edge)
+    return round((edge + backdoor_above[0]) / 2 if backdoor_above else edge, 4)
+
+
 def rates(rows: list[dict], threshold: float) -> tuple[float, float]:
-    backdoors = [r for r in rows if r["role"] == "backdoor"]
-    cleans = [r for r in rows if r["role"] == "clean"]
-    tpr = sum(r["pl1_norm"] < threshold for r in backdoors) / max(1, len(backdoors))
-    fpr = sum(r["pl1_norm"] < threshold for r in cleans) / max(1, len(cleans))
+    backdoors = [r for r in rows if r["backdoor"]]
+    cleans = [r for r in rows if not r["backdoor"]]
+    tpr = sum(r["score"] > threshold for r in backdoors) / max(1, len(backdoors))
+    fpr = sum(r["score"] > threshold for r in cleans) / max(1, len(cleans))
     return 100 * tpr, 100 * fpr
+
+
+def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    shadows: dict = {}
+    built = [m for m in members if store.path(m).exists()]
+    rows = []
+    for method in args.methods:
+        for member in built:
+            if method in args.held_out_only and split_of(member.name) != HELD_OUT:
+                continue
+            found = scan_member(store, member, method, shadows, args)
+            rows.append({"name": member.name, "method": method, "split": split_of(member.name),
+                         "backdoor": member.backdoor, "attack": member.attack or "-", "tags": list(member.tags),
+                         "score": found["score"], "verdict": found["verdict"], "seconds": found["seconds"]})
+    held = [m for m in built if split_of(m.name) == HELD_OUT]
+    print(f"\nzoo: {len(built)} encoders built of {len(members)}; held-out {len(held)} "
+          f"({sum(m.backdoor for m in held)} backdoored), calibration {len(built) - len(held)}; "
+          f"shadow: {SHADOW_IMAGES} class-balanced training images of each encoder's own data; device {args.device}")
+    print("\n| encoder | split | " + " | ".join(f"{m} score (s)" for m in args.methods) + " |")
+    print("| --- | --- |" + " ---: |" * len(args.methods))
+    for member in built:
+        cells = [next((f"{r['score']:.4f}{' *' if r['verdict'] == 'backdoor' else ''} ({r['seconds']:.0f})"
+                       for r in rows if r["name"] == member.name and r["method"] == method), "-")
+                 for method in args.methods]
+        print(f"| {member.name} | {split_of(member.name)} | " + " | ".join(cells) + " |")
+    print("\nheld-out part (BadEncoder + DRUPE vs clean); thresholds from the calibration part only")
+    print("| method | AUROC | shipped threshold | TPR % | FPR % | calibrated threshold | TPR % | FPR % "
+          "| mean s | max s |")
+    print("| --- |" + " ---: |" * 9)
+    summary = {}
+    for method in args.methods:
+        mine = [r for r in rows if r["method"] == method]
+        test = [r for r in mine if r["split"] == HELD_OUT]
+        calib = [r for r in mine if r["split"] == CALIBRATION]
+        shipped = get_method(method).threshold
+        calibrated = calibrate(calib) if calib else float("nan")
+        value = auroc([r["score"] for r in test if r["backdoor"]], [r["score"] for r in test if not r["backdoor"]])
+        seconds = [r["seconds"] for r in mine]
+        summary[method] = {"auroc": value, "shipped": shipped, "calibrated": calibrated,
+                           "shipped_rates": rates(test, shipped), "calibrated_rates": rates(test, calibrated)}
+        print(f"| {method} | {value:.3f} | {shipped:.4f} | {rates(test, shipped)[0]:.1f} | "
+              f"{rates(test, shipped)[1]:.1f} | {calibrated:.4f} | {rates(test, calibrated)[0]:.1f} | "
+              f"{rates(test, calibrated)[1]:.1f} | {sum(seconds) / len(seconds):.1f} | {max(seconds):.1f} |")
+    print("\nthe default chain (shipped thresholds): backdoored ones must be flagged, the distilled one passed")
+    for member in [m for m in built if "default" in m.tags]:
+        verdicts = ", ".join(f"{r['method']} {r['verdict']} ({r['score']:.3f})" for r in rows if r["name"] == member.name)
+        print(f"  {member.name}: {verdicts}")
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["encoder-clean", "decree"])
-    parser.add_argument("--train-images", type=int, default=4000, help="pre-training/poisoning images per encoder")
     parser.add_argument("--jobs", type=int, default=1, help="commands run side by side (one CPU thread each)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache/zoo"))
-    parser.add_argument("--rescan", action="store_true", help="scan again even when a result is cached")
+    parser.add_argument("--only", nargs="*", default=None, help="build or scan only these members")
     parser.add_argument("--build-only", action="store_true", help="build the zoo, scan nothing")
-    parser.add_argument("--with-asr", action="store_true",
-                        help="also evaluate each backdoored encoder's ACC/ASR downstream (linear probe)")
+    parser.add_argument("--rescan", action="store_true", help="scan again even when a result is cached")
+    parser.add_argument("--option", action="append", default=[], metavar="METHOD:KEY=VALUE",
+                        help="a scan setting for one method, repeatable (e.g. decree:max_epochs=20)")
+    parser.add_argument("--held-out-only", nargs="*", default=[], metavar="METHOD",
+                        help="scan only the held-out part with these methods (their shipped threshold is fixed)")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # each command one CPU thread unless told otherwise
-    store = Zoo(args)
-    members = zoo()
-    with ThreadPoolExecutor(args.jobs) as pool:  # parents first, then everything poisoned from them
-        build_seconds = dict(zip([m.name for m in members if not m.parent],
-                                 pool.map(store.build, [m for m in members if not m.parent])))
-        build_seconds.update(zip([m.name for m in members if m.parent],
-                                 pool.map(store.build, [m for m in members if m.parent])))
-        if args.build_only:
-            return
-        jobs = [(m, method) for method in args.methods for m in members]
-        scans = list(pool.map(lambda job: store.scan(*job), jobs))
-        backdoored = [m for m in members if m.role == "backdoor"]
-        asr = dict(zip([m.name for m in backdoored], pool.map(store.asr, backdoored))) if args.with_asr else {}
-
-    rows = [{"name": m.name, "role": m.role, "attack": m.attack or "-", "method": method,
-             "pl1_norm": s["pl1_norm"], "similarity": s["similarity"], "seconds": s["seconds"],
-             "build_seconds": build_seconds[m.name]} for (m, method), s in zip(jobs, scans)]
-    print(f"\nzoo: {sum(m.role == 'clean' for m in members)} clean, {sum(m.role == 'backdoor' for m in members)} "
-          f"backdoored, {sum(m.role == 'calibration' for m in members)} calibration encoders; shadow data "
-          f"builtin:shapes (1000 images); device {args.device}")
-    print("\n| encoder | role | ACC / ASR / ASR non-target % | " + " | ".join(f"{m} PL1 (s)" for m in args.methods) + " |")
-    print("| --- | --- | ---: |" + " ---: |" * len(args.methods))
-    for member in members:
-        cells = [next(f"{r['pl1_norm']:.4f} ({r['seconds']:.0f})" for r in rows
-                      if r["name"] == member.name and r["method"] == method) for method in args.methods]
-        effect = asr.get(member.name)
-        attack = f"{effect['acc']:.1f} / {effect['asr']:.1f} / {effect['asr_nontarget']:.1f}" if effect else "-"
-        print(f"| {member.name} | {member.role} | {attack} | " + " | ".join(cells) + " |")
-
-    print("\n| method | AUROC | shipped threshold | TPR % | FPR % | calibrated threshold | TPR % | FPR % "
-          "| DRUPE detected | mean s / encoder | max s |")
-    print("| --- |" + " ---: |" * 10)
-    summary = {}
-    for method in args.methods:
-        mine = [r for r in rows if r["method"] == method]
-        score = [1 - r["pl1_norm"] for r in mine]
-        positive = [s for s, r in zip(score, mine) if r["role"] == "backdoor"]
-        negative = [s for s, r in zip(score, mine) if r["role"] == "clean"]
-        shipped = get_preset(method).threshold
-        calibrated = calibrate_threshold([r["pl1_norm"] for r in mine if r["role"] == "calibration"])
-        drupe = [r for r in mine if r["attack"] == "drupe"]
-        found = sum(r["pl1_norm"] < shipped for r in drupe)
-        seconds = [r["seconds"] for r in mine]
-        summary[method] = {"auroc": auroc(positive, negative), "shipped": shipped, "calibrated": calibrated}
-        print(f"| {method} | {auroc(positive, negative):.3f} | {shipped:.4f} | {rates(mine, shipped)[0]:.1f} | "
-              f"{rates(mine, shipped)[1]:.1f} | {calibrated:.4f} | {rates(mine, calibrated)[0]:.1f} | "
-              f"{rates(mine, calibrated)[1]:.1f} | {found}/{len(drupe)} | {sum(seconds) / len(seconds):.1f} | "
-              f"{max(seconds):.1f} |")
-    for method in args.methods:
-        print(f"\n{method}: detection per attack at the shipped threshold")
-        mine = [r for r in rows if r["method"] == method and r["role"] == "backdoor"]
-        for attack in sorted({r["attack"] for r in mine}):
-            hits = [r for r in mine if r["attack"] == attack]
-            print(f"  {attack}: {sum(r['pl1_norm'] < summary[method]['shipped'] for r in hits)}/{len(hits)}")
-    if args.json_out:
-        args.json_out.write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
+    cifar = cifar_spec(cifar_subset(args.out_dir.parent / "cifar10-4k")) if CIFAR_SOURCE.is_dir() else None
+    members = zoo(cifar) if cifar else [m for m in zoo("folder:none") if "cifar" not in m.name]
+    if args.only:
+        keep = set(args.only)
+        members = [m for m in members if m.name in keep or any(m.name.startswith(k) for k in keep)]
+    store = Zoo(args, zoo(cifar or "folder:none"))
+    roots = [m for m in members if m.parent is None]
+    build_all(store, [x for root in roots for x in members if x is root or x.parent == root.name]
+              + [m for m in members if m.parent and m.parent not in {r.name for r in roots}], args.jobs)
+    if args.build_only:
+        return
+    report(store, members, args)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from encoder_clean.distill.trainer import DistillConfig
 from encoder_clean.encoders import list_archs
 from encoder_clean.options import describe_options
 from encoder_clean.pretrain import list_methods
-from encoder_clean.scan.verdict import PRESETS as SCAN_METHODS
+from encoder_clean.scan import METHODS as SCAN_METHODS
 from encoder_clean.triggers import trigger_help
 
 
@@ -91,9 +91,10 @@ def _losses() -> Table:
 
 
 def _scans() -> Table:
-    table = _table("scan method", "description", "threshold (PL1-norm)", "settings (scan --option KEY=VALUE)")
-    for name, preset in SCAN_METHODS.items():
-        table.add_row(name, preset.description, f"{preset.threshold:g}", _settings(preset.config))
+    table = _table("scan method", "description", "score > threshold = backdoor", "settings (scan --option KEY=VALUE)")
+    for name, method in SCAN_METHODS.items():
+        table.add_row(name, method.description, f"{method.score} > {method.threshold:g} ({method.calibration})",
+                      _settings(method.config))
     return table
 
 

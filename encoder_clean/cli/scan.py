@@ -18,11 +18,11 @@ from encoder_clean.cli.reading import open_encoder
 from encoder_clean.data.sampling import balanced_sample
 from encoder_clean.data.specs import load_data
 from encoder_clean.errors import UserError
-from encoder_clean.options import apply_options, describe_options
+from encoder_clean.options import describe_options
 from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
-from encoder_clean.scan.invert import invert_trigger
+from encoder_clean.scan import METHODS, run_scan, scan_config
 from encoder_clean.scan.report import write_sarif, write_trigger_png
-from encoder_clean.scan.verdict import BACKDOOR, PRESETS, get_preset, score_for, verdict_for
+from encoder_clean.scan.verdict import BACKDOOR, get_method
 
 EXIT_BACKDOOR = 1
 
@@ -32,10 +32,10 @@ def scan(
     encoders: Annotated[list[str], typer.Argument(metavar="ENCODER...", help="Checkpoint files or hf://OWNER/REPO[/PATH][@REV].")],
     data: DataOption = "builtin",
     shadow_images: Annotated[int, typer.Option("--shadow-images", help="Clean shadow images: a class-balanced sample of the training split of --data, drawn by --seed.")] = 1000,
-    method: Annotated[str, typer.Option("--method", help=f"Inversion settings: {', '.join(PRESETS)} (`decree` = the published ones).")] = "encoder-clean",
-    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Backdoor when the PL1-norm is below this (default: the method's, calibrated on clean encoders).")] = None,
-    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Any inversion setting (steps, batch_size, lr, restarts, ...), repeatable.")] = None,
-    trigger_out: Annotated[Optional[Path], typer.Option("--trigger-out", metavar="PNG", help="Write the inverted trigger (stamp | mask | pattern) as a PNG; with several encoders, -N is added before .png.")] = None,
+    method: Annotated[str, typer.Option("--method", help=f"Scan method: {', '.join(METHODS)} (see `encoder-clean list scans`; `decree` = DECREE's published settings).")] = "encoder-clean",
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Backdoor when the score is above this (default: the method's; see `encoder-clean list scans`).")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Any setting of the method (steps, batch_size, lr, ...), repeatable.")] = None,
+    trigger_out: Annotated[Optional[Path], typer.Option("--trigger-out", metavar="PNG", help="Write the inverted trigger (a shadow image stamped with it | stamp | mask | pattern) as a PNG; with several encoders, -N is added before .png.")] = None,
     sarif: Annotated[Optional[Path], typer.Option("--sarif", metavar="PATH", help="Also write a SARIF 2.1.0 log (.sarif or .json): a failing result per backdoor, a passing one per clean encoder (docs/sarif.md).")] = None,
     arch: ArchOption = None,
     prefix: PrefixOption = None,
@@ -44,19 +44,19 @@ def scan(
     json_path: JsonOption = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Detect a backdoor by trigger inversion (DECREE-style) on clean shadow images.
+    """Detect a backdoor from clean shadow images: is there a small patch that collapses the embeddings?
 
-    Searches for the smallest mask and pattern that make the encoder give every shadow image nearly the
-    same embedding. Backdoored encoders need a small mask (their trigger); clean ones need most of the
-    image. Exit codes: 0 all clean, 1 a backdoor found, 2 bad input.
+    The default method optimises one patch per window of a grid and flags the encoder when the best
+    window collapses the shadow images' embeddings far beyond its other windows (an anomaly index within
+    the encoder); `--method decree` inverts DECREE's smallest collapsing mask. Each verdict states its
+    score, threshold and margin. Exit codes: 0 all clean, 1 a backdoor found, 2 bad input.
     """
     output = Output(json_path, quiet)
-    preset = get_preset(method)
-    config = apply_options(preset.config, list(option or []), f"scan --method {method}")
-    config.check()
-    limit = preset.threshold if threshold is None else threshold
-    if not 0 < limit < 1:
-        raise UserError(f"--threshold {limit}: must be in (0, 1)")
+    chosen = get_method(method)
+    config = scan_config(method, list(option or []))
+    limit = chosen.threshold if threshold is None else threshold
+    if limit != limit or limit in (float("inf"), float("-inf")):
+        raise UserError(f"--threshold {limit}: must be a finite number")
     if shadow_images < 2:
         raise UserError(f"--shadow-images {shadow_images}: need at least 2")
     pngs = _trigger_paths(trigger_out, len(encoders))
@@ -77,16 +77,12 @@ def scan(
         seed_everything(seed)
         started = time.perf_counter()
         encoder = prepare_model(item.encoder, torch_device)
-        found = invert_trigger(encoder, shadow, config, device=torch_device, seed=seed, progress=output.progress())
-        row = {"source": item.source, "sha256": item.sha256, "arch": encoder.arch,
-               "verdict": verdict_for(found.pl1_norm, limit), "score": score_for(found.pl1_norm),
-               "threshold": limit, "pl1_norm": round(found.pl1_norm, 6), "target_reached": found.reached,
-               "similarity": round(found.similarity, 4), "clean_similarity": round(found.baseline_similarity, 4),
-               "similarity_target": round(found.target, 4),
-               "restarts_pl1": [round(v, 6) for v in found.restarts_pl1], "trigger_png": None,
-               "seconds": round(time.perf_counter() - started, 2)}
+        found = run_scan(encoder, shadow, method=method, config=config, threshold=limit, device=torch_device,
+                         seed=seed, progress=output.progress())
+        row = {"source": item.source, "sha256": item.sha256, "arch": encoder.arch, **found.row(),
+               "trigger_png": None, "seconds": round(time.perf_counter() - started, 2)}
         if pngs:
-            row["trigger_png"] = str(write_trigger_png(pngs[index], found.mask, found.pattern))
+            row["trigger_png"] = str(write_trigger_png(pngs[index], found.mask, found.pattern, example=shadow[0]))
         rows.append(row)
 
     backdoors = sum(row["verdict"] == BACKDOOR for row in rows)
@@ -99,7 +95,8 @@ def scan(
                "summary": {"scanned": len(rows), "backdoor": backdoors, "clean": len(rows) - backdoors},
                "encoders": rows}
     if len(rows) == 1:  # DESIGN.md's single-encoder fields at the top level too
-        payload.update({key: rows[0][key] for key in ("source", "score", "threshold", "pl1_norm", "trigger_png")})
+        payload.update({key: rows[0][key] for key in ("source", "score", "threshold", "margin", "pl1_norm",
+                                                       "trigger_png")})
     output.emit_json(payload)
     if backdoors:
         raise typer.Exit(EXIT_BACKDOOR)
@@ -114,12 +111,14 @@ def _trigger_paths(trigger_out: Path | None, count: int) -> list[Path]:
 
 
 def _table(rows: list[dict], method: str) -> Table:
-    table = Table(title=f"scan ({method}): backdoor when the PL1-norm of the smallest collapsing mask < threshold")
+    chosen = get_method(method)
+    table = Table(title=f"scan ({method}): backdoor when the {chosen.score} is above the threshold")
     table.add_column("encoder", overflow="fold")
-    for column in ("verdict", "PL1-norm", "threshold", "similarity", "seconds"):
+    for column in ("verdict", chosen.score, "threshold", "margin", "PL1-norm", "seconds"):
         table.add_column(column, justify="right")
     for row in rows:
         colour = "bold red" if row["verdict"] == BACKDOOR else "green"
-        table.add_row(row["source"], f"[{colour}]{row['verdict']}[/]", f"{row['pl1_norm']:.4f}",
-                      f"{row['threshold']:.4f}", f"{row['similarity']:.3f}", f"{row['seconds']:.1f}")
+        table.add_row(row["source"], f"[{colour}]{row['verdict']}[/]", f"{row['score']:.4f}",
+                      f"{row['threshold']:.4f}", f"{row['margin']:+.4f}", f"{row['pl1_norm']:.4f}",
+                      f"{row['seconds']:.1f}")
     return table

@@ -20,7 +20,6 @@ from encoder_clean.encoders.base import Encoder
 from encoder_clean.parallel import draw_rows
 from encoder_clean.runtime import NULL_PROGRESS, Progress
 from encoder_clean.scan.invert import InversionConfig, invert_trigger
-from encoder_clean.scan.verdict import get_preset
 from encoder_clean.triggers import PatchTrigger
 
 Tensor = torch.Tensor
@@ -30,9 +29,10 @@ def invert_triggers(encoder: Encoder, images: Tensor, count: int, *, device: tor
                     steps: int | None = None, config: InversionConfig | None = None,
                     progress: Progress = NULL_PROGRESS) -> list[PatchTrigger]:
     """`count` triggers inverted from `encoder` on uint8 `images`, each search from its own seed, with
-    `config` (default: the scanner's `encoder-clean` preset) and its number of `steps` when given.
+    `config` (default: `InversionConfig()`, the collapse search with restarts) and its number of `steps`
+    when given.
     The encoder's training mode and gradient flags are left as they were (`invert_trigger` keeps them)."""
-    config = config or get_preset("encoder-clean").config
+    config = config or InversionConfig()
     if steps is not None:
         config = replace(config, steps=steps)
     triggers = []

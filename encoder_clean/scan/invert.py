@@ -1,4 +1,8 @@
-"""Trigger inversion in the DECREE manner: the smallest mask that makes an encoder agree on everything.
+"""Collapse search in the DECREE manner, with restarts: the small mask that makes an encoder agree on everything.
+
+`distill` stamps the triggers found here on the student's views (distill/inverted.py); `scan` judges
+encoders with scan/windows.py (its default) and scan/decree.py (DECREE's published settings), which share
+the similarity helpers below.
 
 A backdoored encoder maps any image carrying its trigger to (nearly) one embedding, so a small mask `m`
 and pattern `p` exist such that the stamped shadow images `(1 - m) * x + m * p` all get almost the same
@@ -7,7 +11,7 @@ embedding. A clean encoder needs most of the image replaced before that happens.
 pattern tanh-parameterised, Adam (betas 0.5, 0.9), and `lambda` raised or lowered by a factor whenever the
 similarity stays above or below its target for `patience` steps (REFERENCE.md, "Scanners").
 
-Beyond plain DECREE (its settings are `PLAIN_DECREE`): several restarts from different initial mask
+Beyond plain DECREE: several restarts from different initial mask
 coverages run side by side as one batch (the smallest mask that reaches the target wins), and the
 similarity target can be set relative to how similar the encoder's clean embeddings already are, so
 an encoder whose backdoor spreads its triggered embeddings (DRUPE) still counts as collapsing them.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +33,8 @@ from encoder_clean.errors import UserError
 from encoder_clean.evaluate.features import extract_features
 from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, device_generator, mode_kept
 from encoder_clean.triggers import PatchTrigger
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,11 +61,6 @@ class InversionConfig:
             raise UserError("scan: need 0 < min_initial_coverage <= max_initial_coverage < 1")
         if self.lr <= 0 or self.lambda_init <= 0 or self.lambda_factor <= 1:
             raise UserError("scan: lr and lambda_init must be > 0 and lambda_factor > 1")
-
-
-# DECREE as published: one random start, absolute similarity target 0.99.
-PLAIN_DECREE = InversionConfig(relative_target=False, restarts=1, min_initial_coverage=0.5,
-                               max_initial_coverage=0.5)
 
 
 @dataclass
@@ -98,12 +100,19 @@ def invert_trigger(encoder: Encoder, shadow: Tensor, config: InversionConfig, *,
     """Search for the smallest universal trigger of `encoder` on uint8 `shadow` images (N, 3, H, W).
 
     The encoder is moved to `device`; its training mode and gradient flags are left as they were."""
+    return on_frozen(_search, encoder, shadow, config, device, seed, progress)
+
+
+def on_frozen(search: Callable[..., T], encoder: Encoder, shadow: Tensor, config: Any, device: torch.device,
+              seed: int, progress: Progress) -> T:
+    """Check `config` and the shadow set, then run `search(encoder, shadow, config, device, seed, progress)`
+    with the encoder on `device`, evaluated and frozen; its mode and gradient flags come back as they were."""
     config.check()
     if len(shadow) < 2:
         raise UserError(f"scan needs at least 2 shadow images, got {len(shadow)}")
     shadow = shadow.to(device)  # uint8 and small: resident, so batches are gathered without host syncs
-    with mode_kept(encoder.to(device)):  # evaluated and frozen for the search, then as the caller had it
-        return _search(encoder.eval().requires_grad_(False), shadow, config, device, seed, progress)
+    with mode_kept(encoder.to(device)):
+        return search(encoder.eval().requires_grad_(False), shadow, config, device, seed, progress)
 
 
 def _search(encoder: Encoder, shadow: Tensor, config: InversionConfig, device: torch.device, seed: int,

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from encoder_clean import __version__
+from encoder_clean.data.augment import to_float
 from encoder_clean.fileio import atomic_write, write_json_atomic
 from encoder_clean.scan.verdict import BACKDOOR
 
@@ -21,10 +22,16 @@ SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schem
 PNG_SCALE = 8  # small encoders see 32x32 images: enlarge so the trigger is visible
 
 
-def trigger_png(mask: torch.Tensor, pattern: torch.Tensor) -> bytes:
-    """PNG bytes of three panels side by side: the stamp (pattern where the mask is), the mask, the pattern."""
+def trigger_png(mask: torch.Tensor, pattern: torch.Tensor, example: torch.Tensor | None = None) -> bytes:
+    """PNG bytes of panels side by side: a shadow image with the trigger stamped on it (when `example`, uint8
+    (3, h, w), is given: where the trigger sits in an image), the stamp (pattern where the mask is), the
+    mask, the pattern."""
     stamp = (mask * pattern).clamp(0, 1)
-    panels = torch.cat([stamp, mask.expand_as(pattern), pattern.clamp(0, 1)], dim=2)  # (3, H, 3W)
+    panels = [stamp, mask.expand_as(pattern), pattern.clamp(0, 1)]
+    if example is not None:
+        image = to_float(example[None].cpu(), mask.shape[-1])[0]
+        panels.insert(0, ((1 - mask) * image + stamp).clamp(0, 1))
+    panels = torch.cat(panels, dim=2)  # (3, H, k * W)
     pixels = (panels.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     image = Image.fromarray(pixels, "RGB")
     scale = max(1, PNG_SCALE * 32 // max(1, mask.shape[-1]))
@@ -34,8 +41,9 @@ def trigger_png(mask: torch.Tensor, pattern: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def write_trigger_png(path: str | Path, mask: torch.Tensor, pattern: torch.Tensor) -> Path:
-    data = trigger_png(mask, pattern)
+def write_trigger_png(path: str | Path, mask: torch.Tensor, pattern: torch.Tensor,
+                      example: torch.Tensor | None = None) -> Path:
+    data = trigger_png(mask, pattern, example)
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
@@ -87,16 +95,17 @@ def artifact_uri(source: str) -> str:
 
 def _sarif_result(row: dict) -> dict:
     found = row["verdict"] == BACKDOOR
-    message = (f"{'Backdoor found' if found else 'No backdoor found'}: PL1-norm {row['pl1_norm']:.4f} "
-               f"{'<' if found else '>='} threshold {row['threshold']:.4f} (score {row['score']:.4f}).")
+    name = row.get("score_name", "score")
+    message = (f"{'Backdoor found' if found else 'No backdoor found'}: {name} {row['score']:.4f} "
+               f"{'>' if found else '<='} threshold {row['threshold']:.4f} (margin {row['score'] - row['threshold']:+.4f}).")
     return {
         "ruleId": RULE_ID,
         "level": "error" if found else "none",
         "kind": "fail" if found else "pass",
         "message": {"text": message},
         "locations": [{"physicalLocation": {"artifactLocation": {"uri": artifact_uri(row["source"])}}}],
-        "properties": {key: row[key] for key in ("score", "threshold", "pl1_norm", "sha256", "trigger_png")
-                       if key in row},
+        "properties": {key: row[key] for key in ("method", "score", "score_name", "threshold", "margin",
+                                                 "calibration", "pl1_norm", "sha256", "trigger_png") if key in row},
     }
 
 

@@ -1,64 +1,69 @@
-"""From an inverted trigger to a verdict: the PL1-norm against a threshold calibrated on clean encoders.
+"""From a scan's score to a verdict a CI gate can act on: a registry of scan methods and how sure each is.
 
-Each preset is an inversion setting with the threshold calibrated for it by benchmarks/scan_zoo.py on
-clean encoders only (`calibrate_threshold`); users override the threshold with `scan --threshold`.
+Every method turns an encoder and clean shadow images into one score, higher meaning more suspicious, and
+a verdict by comparing it with the method's threshold (`scan --threshold` overrides it). The verdict says
+how sure it is: the score, the threshold, and the margin between them (positive on the backdoor side).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
+import torch
+from torch import Tensor
+
+from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
-from encoder_clean.scan.invert import PLAIN_DECREE, InversionConfig
+from encoder_clean.runtime import Progress
 
 BACKDOOR, CLEAN = "backdoor", "clean"
 
 
+@dataclass
+class Finding:
+    """What one scan measured: its score, the trigger it points at, and method-specific figures."""
+
+    score: float  # higher = more suspicious
+    mask: Tensor  # (1, H, W) in [0, 1]: where the suspicious pattern sits
+    pattern: Tensor  # (3, H, W) in [0, 1]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+Runner = Callable[[Encoder, Tensor, Any, torch.device, int, Progress], Finding]
+
+
 @dataclass(frozen=True)
-class ScanPreset:
+class ScanMethod:
     name: str
     description: str
-    config: InversionConfig
-    threshold: float  # backdoor when the PL1-norm is below it
+    score: str  # what the score measures, for tables and SARIF messages
+    config: Any  # frozen settings dataclass, set with `scan --option KEY=VALUE`
+    threshold: float  # backdoor when the score is above it
+    calibration: str  # where the threshold comes from
+    run: Runner
 
 
-PRESETS: dict[str, ScanPreset] = {}
+METHODS: dict[str, ScanMethod] = {}
 
 
-def register_preset(preset: ScanPreset) -> ScanPreset:
-    PRESETS[preset.name] = preset
-    return preset
+def register_method(method: ScanMethod) -> ScanMethod:
+    if method.name in METHODS:
+        raise ValueError(f"scan method {method.name!r} registered twice")
+    METHODS[method.name] = method
+    return method
 
 
-def get_preset(name: str) -> ScanPreset:
-    if name not in PRESETS:
-        raise UserError(f"unknown scan method {name!r}; available: {', '.join(PRESETS)}")
-    return PRESETS[name]
+def get_method(name: str) -> ScanMethod:
+    if name not in METHODS:
+        raise UserError(f"unknown scan method {name!r}; available: {', '.join(METHODS)}")
+    return METHODS[name]
 
 
-def verdict_for(pl1_norm: float, threshold: float) -> str:
-    return BACKDOOR if pl1_norm < threshold else CLEAN
+def verdict_for(score: float, threshold: float) -> str:
+    return BACKDOOR if score > threshold else CLEAN
 
 
-def score_for(pl1_norm: float) -> float:
-    """Suspicion in [0, 1]: higher when a smaller mask collapses the embeddings (what AUROC ranks)."""
-    return round(1.0 - pl1_norm, 6)
-
-
-def calibrate_threshold(clean_pl1: Sequence[float], margin: float = 0.8) -> float:
-    """A threshold from clean encoders only: `margin` times the smallest clean PL1-norm, so every
-    calibration encoder is judged clean with room to spare."""
-    if not clean_pl1:
-        raise UserError("calibration needs at least one clean encoder")
-    return round(margin * min(clean_pl1), 4)
-
-
-# calibrate_threshold over benchmarks/scan_zoo.py's three calibration encoders (PL1 0.1096, 0.0324,
-# 0.0542 with the default settings): 0.8 x 0.0324. Provisional until the zoo run is complete (issue #5).
-register_preset(ScanPreset(
-    "encoder-clean", "restarts from several mask coverages, similarity target relative to the clean baseline",
-    InversionConfig(), threshold=0.0259))
-register_preset(ScanPreset(
-    "decree", "plain DECREE: one start, absolute similarity target 0.99, threshold 0.1 as published",
-    PLAIN_DECREE, threshold=0.1))
+def margin_for(score: float, threshold: float) -> float:
+    """Signed distance from the threshold, positive on the backdoor side."""
+    return round(score - threshold, 6)

@@ -1,4 +1,5 @@
-"""Trigger inversion: finds a planted trigger where it is, and needs a larger mask on a clean encoder."""
+"""The scan methods on a tiny encoder: a planted trigger is found where it was planted, a clean encoder is
+judged clean, and the settings follow DECREE's published ones."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from encoder_clean.data.builtin import make_builtin
 from encoder_clean.encoders import create_encoder, list_archs
 from encoder_clean.errors import UserError
 from encoder_clean.pretrain import SimCLRConfig, pretrain_simclr
-from encoder_clean.scan.invert import InversionConfig, invert_trigger, mean_pairwise_cosine
-from encoder_clean.scan.verdict import BACKDOOR, CLEAN, calibrate_threshold, get_preset, score_for, verdict_for
+from encoder_clean.scan import BACKDOOR, CLEAN, run_scan, scan_config
+from encoder_clean.scan.decree import DecreeConfig, decree_invert
+from encoder_clean.scan.invert import mean_pairwise_cosine
+from encoder_clean.scan.verdict import get_method, margin_for, verdict_for
+from encoder_clean.scan.windows import WindowConfig, anomaly_index, scan_windows, window_boxes
 from tests.scan.planted import LEFT, SIZE, TOP, PlantedBackdoor
 
 CPU = torch.device("cpu")
-QUICK = InversionConfig(steps=200, batch_size=16, restarts=2)
+QUICK_WINDOWS = WindowConfig(steps=25, batch_size=8)
+QUICK_DECREE = DecreeConfig(max_epochs=40, batch_size=64)
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +39,10 @@ def trained_tiny(shapes):
 
 
 @pytest.fixture(scope="module")
-def inversions(trained_tiny, shapes):
-    clean = invert_trigger(trained_tiny, shapes.train.images, QUICK, device=CPU, seed=0)
-    planted = invert_trigger(PlantedBackdoor(trained_tiny), shapes.train.images, QUICK, device=CPU, seed=0)
-    return clean, planted
+def windows(trained_tiny, shapes):
+    images = shapes.train.images[:128]
+    return (scan_windows(trained_tiny, images, QUICK_WINDOWS, device=CPU, seed=0),
+            scan_windows(PlantedBackdoor(trained_tiny), images, QUICK_WINDOWS, device=CPU, seed=0))
 
 
 def test_mean_pairwise_cosine_matches_the_pairs():
@@ -47,63 +52,78 @@ def test_mean_pairwise_cosine_matches_the_pairs():
     assert torch.allclose(mean_pairwise_cosine(features), torch.stack(expected), atol=1e-6)
 
 
-def test_planted_trigger_is_found_where_it_was_planted(inversions):
-    _, planted = inversions
-    mask = planted.mask[0]
-    assert planted.reached
-    assert mask[TOP:TOP + SIZE, LEFT:LEFT + SIZE].sum() / mask.sum() > 0.8
-    assert planted.pl1_norm < 1.5 * SIZE * SIZE / mask.numel()
+def test_windows_tile_the_image_edge_to_edge():
+    boxes = window_boxes(32, WindowConfig(window=0.375, grid=5))
+    assert len(boxes) == 25 and {b[2] for b in boxes} == {12}
+    assert min(b[0] for b in boxes) == 0 and max(b[0] + b[2] for b in boxes) == 32
+    assert window_boxes(224, WindowConfig())[-1] == (140, 140, 84)
 
 
-def test_clean_encoder_needs_a_larger_mask(inversions):
-    clean, planted = inversions
-    assert clean.pl1_norm > 2 * planted.pl1_norm
-    assert clean.mask[TOP:TOP + SIZE, LEFT:LEFT + SIZE].sum() / clean.mask.sum() < 0.5
+def test_anomaly_index_is_robust_distance_below_the_median():
+    values = torch.tensor([0.0, 0.1, -0.1, 0.2, -0.2, -3.0])
+    # median -0.05, MAD 0.15: (−0.05 − (−3.0)) / (1.4826 · 0.15)
+    assert anomaly_index(values, floor=0.01) == pytest.approx(2.95 / (1.4826 * 0.15), rel=1e-4)
+    assert anomaly_index(torch.zeros(5), floor=0.5) == 0.0
 
 
-def test_inversion_outputs_are_images_in_range(inversions):
-    for found in inversions:
-        assert found.mask.shape == (1, 32, 32) and found.pattern.shape == (3, 32, 32)
-        for tensor in (found.mask, found.pattern):
-            assert tensor.min() >= 0 and tensor.max() <= 1
-        assert len(found.restarts_pl1) == QUICK.restarts and found.pl1_norm == min(found.restarts_pl1)
+def test_planted_window_stands_out_and_clean_does_not(windows):
+    clean, planted = windows
+    top, left, side = planted.boxes[planted.best]
+    assert top <= TOP and TOP + SIZE <= top + side and left <= LEFT and LEFT + SIZE <= left + side
+    assert planted.anomaly_index > get_method("encoder-clean").threshold > clean.anomaly_index
+    assert planted.mask.shape == (1, 32, 32) and planted.mask.sum() == side * side
+    assert planted.pattern.min() >= 0 and planted.pattern.max() <= 1
+
+
+def test_decree_finds_the_planted_trigger(trained_tiny, shapes):
+    found = decree_invert(PlantedBackdoor(trained_tiny), shapes.train.images[:128], QUICK_DECREE, device=CPU, seed=0)
+    assert found.reached and found.similarity >= 0.99
+    assert found.mask[0, TOP:TOP + SIZE, LEFT:LEFT + SIZE].sum() / found.mask.sum() > 0.5
+    assert found.epochs < QUICK_DECREE.max_epochs  # the early stop ended it
+
+
+def test_decree_published_settings():
+    config = DecreeConfig()
+    assert (config.lr, config.batch_size, config.similarity_target, config.lambda_init) == (0.5, 128, 0.99, 1e-3)
+    assert [config.lr_at(e) for e in (0, 29, 30, 49, 50, 99)] == [0.5, 0.5, 0.1, 0.1, 0.05, 0.05]
+    assert (config.lambda_factor, config.lambda_max, config.patience, config.early_stop) == (5.0, 1e5, 5, 10)
+
+
+def test_run_scan_reports_how_sure_it_is(trained_tiny, shapes):
+    outcome = run_scan(PlantedBackdoor(trained_tiny), shapes.train.images[:64], config=QUICK_WINDOWS, seed=0)
+    row = outcome.row()
+    assert row["verdict"] == BACKDOOR and row["margin"] == pytest.approx(row["score"] - row["threshold"], abs=1e-6)
+    assert row["window"]["size"] == 12 and len(row["window_similarities"]) == 25
+    lenient = run_scan(trained_tiny, shapes.train.images[:64], config=QUICK_WINDOWS, threshold=1e9)
+    assert lenient.verdict == CLEAN and lenient.margin < 0
 
 
 def test_the_encoder_is_not_changed(trained_tiny, shapes):
     before = {k: v.clone() for k, v in trained_tiny.state_dict().items()}
-    invert_trigger(trained_tiny, shapes.train.images[:32], InversionConfig(steps=3, batch_size=8), device=CPU, seed=0)
+    run_scan(trained_tiny, shapes.train.images[:16], config=WindowConfig(steps=2, batch_size=4), seed=0)
+    run_scan(trained_tiny, shapes.train.images[:16], method="decree", config=DecreeConfig(max_epochs=1, batch_size=8))
     assert all(torch.equal(before[k], v) for k, v in trained_tiny.state_dict().items())
 
 
-def test_other_input_sizes_work(shapes):
-    torch.manual_seed(0)
-    encoder = create_encoder("resnet10-cifar-w8", image_size=48).eval()
-    found = invert_trigger(encoder, shapes.train.images[:16], InversionConfig(steps=3, batch_size=4), device=CPU, seed=0)
-    assert found.mask.shape == (1, 48, 48)
+def test_verdict_and_margin():
+    assert verdict_for(2.5, 2.0) == BACKDOOR and verdict_for(2.0, 2.0) == CLEAN
+    assert margin_for(1.5, 2.0) == -0.5
 
 
-@pytest.mark.parametrize("change", [{"steps": 0}, {"batch_size": 1}, {"similarity_target": 1.0},
-                                    {"min_initial_coverage": 0.6}, {"lambda_factor": 1.0}])
-def test_bad_settings_are_user_errors(shapes, change):
+@pytest.mark.parametrize("method,change", [("encoder-clean", {"steps": 0}), ("encoder-clean", {"window": 1.0}),
+                                           ("encoder-clean", {"grid": 1}), ("decree", {"batch_size": 1}),
+                                           ("decree", {"similarity_target": 1.0}), ("decree", {"lambda_factor": 1.0})])
+def test_bad_settings_are_user_errors(shapes, method, change):
     with pytest.raises(UserError):
-        invert_trigger(create_encoder("resnet10-cifar-w8"), shapes.train.images[:8],
-                       dataclasses.replace(InversionConfig(), **change), device=CPU, seed=0)
-
-
-def test_verdict_threshold_and_calibration():
-    assert verdict_for(0.01, 0.05) == BACKDOOR and verdict_for(0.05, 0.05) == CLEAN
-    assert score_for(0.25) == 0.75
-    assert calibrate_threshold([0.2, 0.1, 0.3], margin=0.5) == 0.05
+        run_scan(create_encoder("resnet10-cifar-w8"), shapes.train.images[:8], method=method,
+                 config=dataclasses.replace(get_method(method).config, **change))
     with pytest.raises(UserError):
-        calibrate_threshold([])
-    with pytest.raises(UserError):
-        get_preset("nope")
+        scan_config("nope")
 
 
 @pytest.mark.parametrize("arch", [info.name for info in list_archs()])
 def test_every_registered_architecture_can_be_scanned(arch, shapes):
     torch.manual_seed(0)
     encoder = create_encoder(arch).eval()
-    found = invert_trigger(encoder, shapes.train.images[:4], InversionConfig(steps=1, batch_size=2, restarts=1),
-                           device=CPU, seed=0)
-    assert found.mask.shape == (1, encoder.image_size, encoder.image_size)
+    outcome = run_scan(encoder, shapes.train.images[:4], config=WindowConfig(steps=1, batch_size=2, grid=2))
+    assert outcome.mask.shape == (1, encoder.image_size, encoder.image_size)

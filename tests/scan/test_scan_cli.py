@@ -16,7 +16,8 @@ from encoder_clean.scan.report import sarif_log
 from tests.cli.test_cli import assert_clean_error, run_cli
 
 DATA = "builtin:shapes?train=64&test=10"
-FAST = ("--data", DATA, "--shadow-images", "64", "-o", "steps=15", "-o", "batch_size=8", "-o", "restarts=2",
+FAST = ("--data", DATA, "--shadow-images", "64", "-o", "steps=3", "-o", "batch_size=4", "-o", "grid=3",
+        "-o", "eval_images=8",
         "--device", "cpu", "-q")
 SARIF_LEVELS = {"none", "note", "warning", "error"}
 
@@ -54,31 +55,44 @@ def check_sarif(log: dict) -> None:
 
 def test_clean_verdict_exits_0_with_json_and_png(checkpoints, tmp_path):
     png = tmp_path / "trigger.png"
-    result = scan(checkpoints[0], *FAST, "--threshold", "0.0001", "--trigger-out", str(png), "--json", "-")
+    result = scan(checkpoints[0], *FAST, "--threshold", "1000", "--trigger-out", str(png), "--json", "-")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["verdict"] == "clean" and report["version"] and report["seconds"] > 0
-    for key in ("source", "score", "threshold", "pl1_norm", "trigger_png"):  # DESIGN.md's fields
+    for key in ("source", "score", "threshold", "margin", "pl1_norm", "trigger_png"):  # DESIGN.md's fields and more
         assert key in report
-    assert report["threshold"] == 0.0001 and 0 <= report["pl1_norm"] <= 1
+    assert report["threshold"] == 1000 and 0 <= report["pl1_norm"] <= 1
+    assert report["margin"] == pytest.approx(report["score"] - 1000, abs=1e-6) and report["margin"] < 0
+    row = report["encoders"][0]
+    assert row["score_name"] == "anomaly index" and row["window"]["size"] == 12
+    with Image.open(png) as image:  # stamped shadow image | stamp | mask | pattern
+        assert image.format == "PNG" and image.width == 4 * image.height
+
+
+def test_decree_method_reports_its_pl1_norm(checkpoints):
+    result = scan(checkpoints[0], "--data", DATA, "--shadow-images", "16", "--method", "decree", "-o", "max_epochs=2",
+                  "-o", "batch_size=8", "--device", "cpu", "-q", "--json", "-")
+    assert result.returncode in (0, 1), result.stderr
+    report = json.loads(result.stdout)
+    assert report["method"] == "decree" and report["threshold"] == 0.9
     assert report["score"] == pytest.approx(1 - report["pl1_norm"], abs=1e-6)
-    with Image.open(png) as image:
-        assert image.format == "PNG" and image.width == 3 * image.height
 
 
 def test_backdoor_verdict_exits_1_and_sarif_says_error(checkpoints, tmp_path):
     sarif = tmp_path / "scan.sarif"
-    result = scan(checkpoints[0], *FAST, "--threshold", "0.999", "--sarif", str(sarif))
+    result = scan(checkpoints[0], *FAST, "--threshold", "-1000", "--sarif", str(sarif))
     assert result.returncode == 1, result.stderr
     assert "backdoor" in result.stdout
     log = json.loads(sarif.read_text())
     check_sarif(log)
     assert [r["level"] for r in log["runs"][0]["results"]] == ["error"]
+    properties = log["runs"][0]["results"][0]["properties"]
+    assert properties["threshold"] == -1000 and properties["margin"] > 0 and "score" in properties
 
 
 def test_several_encoders_one_table_and_numbered_pngs(checkpoints, tmp_path):
     png = tmp_path / "t.png"
-    result = scan(*checkpoints, *FAST, "--threshold", "0.0001", "--trigger-out", str(png), "--json", "-")
+    result = scan(*checkpoints, *FAST, "--threshold", "1000", "--trigger-out", str(png), "--json", "-")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["summary"] == {"scanned": 2, "backdoor": 0, "clean": 2}
@@ -96,7 +110,7 @@ def test_sarif_levels_follow_the_verdicts():
 
 
 @pytest.mark.parametrize("extra", [
-    ("--threshold", "1.5"),
+    ("--threshold", "nan"),
     ("--method", "nope"),
     ("-o", "steps=0"),
     ("-o", "bogus=1"),

@@ -1,0 +1,51 @@
+"""The registered scan methods: `encoder-clean` (the default, window collapse judged within the encoder)
+and `decree` (DECREE's published inversion, judged by its PL1-norm against the published 0.1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from encoder_clean.encoders.base import Encoder
+from encoder_clean.runtime import Progress
+from encoder_clean.scan.decree import DecreeConfig, decree_invert
+from encoder_clean.scan.verdict import Finding, ScanMethod, register_method
+from encoder_clean.scan.windows import WindowConfig, scan_windows
+
+
+def _windows(encoder: Encoder, shadow: Tensor, config: WindowConfig, device: torch.device, seed: int,
+             progress: Progress) -> Finding:
+    found = scan_windows(encoder, shadow, config, device=device, seed=seed, progress=progress)
+    top, left, side = found.boxes[found.best]
+    return Finding(round(found.anomaly_index, 4), found.mask, found.pattern, {
+        "anomaly_index": round(found.anomaly_index, 4), "pl1_norm": round(float(found.mask.mean()), 6),
+        "window": {"top": top, "left": left, "size": side},
+        "similarity": found.similarities[found.best],
+        "median_window_similarity": sorted(found.similarities)[len(found.similarities) // 2],
+        "clean_similarity": round(found.baseline_similarity, 4),
+        "window_similarities": found.similarities})
+
+
+def _decree(encoder: Encoder, shadow: Tensor, config: DecreeConfig, device: torch.device, seed: int,
+            progress: Progress) -> Finding:
+    found = decree_invert(encoder, shadow, config, device=device, seed=seed, progress=progress)
+    return Finding(round(1.0 - found.pl1_norm, 6), found.mask, found.pattern, {
+        "pl1_norm": round(found.pl1_norm, 6), "target_reached": found.reached,
+        "similarity": round(found.similarity, 4), "clean_similarity": round(found.baseline_similarity, 4),
+        "similarity_target": found.target, "epochs": found.epochs})
+
+
+register_method(ScanMethod(
+    "encoder-clean",
+    "one optimised patch per window of a grid; backdoor when the best window collapses the embeddings far "
+    "beyond the others (anomaly index by median absolute deviation, within the encoder)",
+    "anomaly index", WindowConfig(), threshold=2.0,
+    calibration="Neural Cleanse's anomaly-index convention (2.0); to be set from the zoo's calibration part",
+    run=_windows))
+register_method(ScanMethod(
+    "decree",
+    "DECREE's published inversion (CVPR 2023): smallest mask reaching 0.99 mean pairwise cosine; "
+    "backdoor when its PL1-norm is below 0.1",
+    "1 - PL1-norm", DecreeConfig(), threshold=0.9,
+    calibration="DECREE's published PL1-norm threshold 0.1 (score = 1 - PL1-norm)",
+    run=_decree))
