@@ -4,7 +4,9 @@ InfoNCE against a queue of earlier keys.
 Published settings (the defaults): temperature 0.2, a 2-layer MLP head, and at CIFAR scale a queue of
 4,096 keys and momentum 0.99. The head is the encoder's projection head, which has a BatchNorm between
 its two layers (the layout the checkpoints store; solo-learn's MoCo v2+ uses the same). The loss is the
-published asymmetric one: the first view's query against the second view's key.
+published asymmetric one, the first view's query against the second view's key; `symmetric=true` adds
+the second view's query against the first view's key and enqueues both views' keys (the symmetric loss
+of the MoCo authors' CIFAR-10 demo and of solo-learn's MoCo v2+): twice the gradient views per step.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class MocoSettings:
     temperature: float = 0.2
     queue_size: int = 4096
     momentum: float = 0.99
+    symmetric: bool = False
 
 
 def queue_capacity(asked: int, schedule: Schedule) -> int:
@@ -41,6 +44,7 @@ class MoCo(Objective):
         super().__init__()
         self.temperature = settings.temperature
         self.momentum = settings.momentum
+        self.symmetric = settings.symmetric
         self.key_encoder = momentum_copy(encoder)
         g = schedule.generator
         dim = encoder.head.layers[-1].out_features
@@ -52,17 +56,19 @@ class MoCo(Objective):
 
     def loss(self, encoder: Encoder, views: torch.Tensor, device: torch.device) -> torch.Tensor:
         half = views.shape[0] // 2
+        queries, keys = (views, views.roll(half, dims=0)) if self.symmetric else (views[:half], views[half:])
         with autocast(device):
-            q = encoder.project(encoder.features(views[:half]))
+            q = encoder.project(encoder.features(queries))
             with torch.no_grad():
-                k = self.key_encoder.project(self.key_encoder.features(views[half:]))
+                k = self.key_encoder.project(self.key_encoder.features(keys))
         q, k = F.normalize(q.float(), dim=1), F.normalize(k.float(), dim=1)
         positive = (q * k).sum(dim=1, keepdim=True)
         negative = q @ self.queue.clone().t()  # a copy: the queue changes below, before the backward pass
         logits = torch.cat([positive, negative], dim=1) / self.temperature
-        loss = F.cross_entropy(logits, torch.zeros(half, dtype=torch.long, device=q.device))
-        self.enqueue(k)
-        return loss
+        loss = F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+        for part in k.split(half):  # one view's keys at a time: the global batch's order on any number of ranks
+            self.enqueue(part)
+        return loss * 2 if self.symmetric else loss  # the sum of both orders' mean losses
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:

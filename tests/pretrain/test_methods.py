@@ -155,3 +155,19 @@ def test_bad_settings_are_refused(name, option):
 def test_an_unknown_method_is_refused():
     with pytest.raises(UserError, match="known: byol, mocov2, simclr"):
         get_method("swav")
+
+
+def test_symmetric_moco_adds_the_second_views_queries_and_enqueues_both_views_keys():
+    encoder = _encoder()
+    moco = _build("mocov2", encoder, "symmetric=true")
+    views = _views()
+    queue = moco.queue.clone()
+    loss = moco.loss(encoder, views, CPU)
+    q = F.normalize(encoder.project(encoder.features(views)), dim=1)
+    with torch.no_grad():
+        k = F.normalize(moco.key_encoder.project(moco.key_encoder.features(views)), dim=1)
+    pairs = [(q[:8], k[8:]), (q[8:], k[:8])]
+    expected = sum(F.cross_entropy(torch.cat([(a * b).sum(1, keepdim=True), a @ queue.t()], dim=1) / 0.2,
+                                   torch.zeros(8, dtype=torch.long)) for a, b in pairs)
+    assert torch.allclose(loss, expected, atol=1e-5)
+    assert torch.allclose(moco.queue[:16], torch.cat([k[8:], k[:8]]), atol=1e-5) and int(moco.pointer) == 16

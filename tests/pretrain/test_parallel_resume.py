@@ -15,21 +15,28 @@ WORKER = Path(__file__).with_name("worker.py")
 
 def test_two_gloo_processes_train_every_method_like_one(tmp_path):
     """2 SGD steps of 16 images: global BatchNorm in the momentum copies too, MoCo's keys gathered from
-    both ranks into the queue in rank order, BYOL's predictor gradients averaged. Measured: everything
-    agrees to 2.4e-5 (within 1e-6 but for BYOL); after 4 steps float rounding has grown to 3e-3."""
+    both ranks into the queue in rank order, BYOL's predictor gradients averaged. Measured: the two
+    runs' encoders differ by 5e-7 (SimCLR) to 3.3e-4 (symmetric MoCo) of how far training moved them,
+    and the queues, momentum copies and predictors by at most 1.4e-6."""
     alone = run(str(WORKER), "one.pt", cwd=tmp_path)
     assert alone.returncode == 0, alone.stderr
     pair = torchrun(str(WORKER), "two.pt", cwd=tmp_path)
     assert pair.returncode == 0, pair.stderr
     one, two = (torch.load(tmp_path / name, weights_only=True) for name in ("one.pt", "two.pt"))
     assert sorted(one) == sorted(two)
-    assert {key.split("/")[0] for key in one} == {"simclr", "mocov2", "byol"}
+    runs = {key.split("/")[0] for key in one}
+    assert runs == {"simclr", "mocov2", "mocov2-symmetric", "byol"}
     assert "mocov2/objective/queue" in one and "byol/objective/predictor.layers.0.weight" in one
-    for key, value in one.items():
-        if value.is_floating_point():
-            assert torch.allclose(value, two[key], atol=2e-4), key
+    for run_name in runs:
+        weights = [k for k in one if k.startswith(f"{run_name}/encoder/") and one[k].is_floating_point()]
+        gap = torch.cat([(one[k] - two[k]).flatten() for k in weights]).norm()
+        moved = torch.cat([(one[k] - one[k.replace("/encoder/", "/start/")]).flatten() for k in weights]).norm()
+        assert gap < 1e-2 * moved, (run_name, float(gap), float(moved))
+    for key in (k for k in one if "/objective/" in k):
+        if one[key].is_floating_point():
+            assert torch.allclose(one[key], two[key], atol=1e-4), key
         else:
-            assert torch.equal(value, two[key]), key
+            assert torch.equal(one[key], two[key]), key
 
 
 @pytest.mark.parametrize("method", ["mocov2", "byol"])

@@ -16,18 +16,21 @@ from encoder_clean.pretrain import Schedule, get_method, two_views
 from encoder_clean.runtime import device_generator
 from encoder_clean.training import EpochBatcher, run_steps
 
-METHODS = ("simclr", "mocov2", "byol")
+# (name in the output, method, settings)
+RUNS = (("simclr", "simclr", ()), ("mocov2", "mocov2", ()), ("mocov2-symmetric", "mocov2", ("symmetric=true",)),
+        ("byol", "byol", ()))
 
 
-def train(name: str, images: torch.Tensor, batch: int, steps: int) -> dict[str, torch.Tensor]:
+def train(name: str, method_name: str, options: tuple[str, ...], images: torch.Tensor, batch: int, steps: int
+          ) -> dict[str, torch.Tensor]:
     device = torch.device("cpu")
     torch.manual_seed(0)
     encoder = create_encoder("resnet10-cifar-w8").add_head().train()
     start = {f"{name}/start/{k}": v.clone() for k, v in encoder.state_dict().items()}
     g = device_generator(device, 1)
     batcher = EpochBatcher(len(images), batch, g, device)
-    method = get_method(name)
-    objective = method.build(encoder, method.defaults, Schedule(steps, batcher.batch_size, len(images), g))
+    method = get_method(method_name)
+    objective = method.build(encoder, method.settings(options), Schedule(steps, batcher.batch_size, len(images), g))
     batches = iter(batcher)
     trained = [*encoder.parameters(), *(p for p in objective.parameters() if p.requires_grad)]
     optimizer = torch.optim.SGD(trained, lr=0.01)
@@ -55,8 +58,8 @@ def main() -> None:
     with joined(torch.device("cpu")):
         images = make_builtin("shapes", train=64, test=8, seed=0).train.images
         state: dict[str, torch.Tensor] = {}
-        for name in METHODS:
-            state.update(train(name, images, args.batch, args.steps))
+        for name, method, options in RUNS:
+            state.update(train(name, method, options, images, args.batch, args.steps))
         if world().is_main:
             torch.save(state, args.out)
 
