@@ -37,9 +37,9 @@ MAD_TO_SIGMA = 1.4826  # median absolute deviation of a normal distribution, in 
 class WindowConfig:
     window: float = 0.375  # window side as a share of the image side (12 px of 32)
     grid: int = 5  # window positions per side, evenly spread from edge to edge
-    steps: int = 40
-    batch_size: int = 12  # shadow images per step, shared by all windows
-    lr: float = 0.1
+    steps: int = 30
+    batch_size: int = 8  # shadow images per step, shared by all windows
+    lr: float = 0.2
     eval_images: int = 64  # each window's final residual: measured on these shadow images, all windows alike
     bf16: bool = False  # bf16 autocast on CPUs with AVX512-BF16 (faster; features are still compared in fp32)
     mad_floor: float = 0.05  # smallest spread (log units) the anomaly index divides by
