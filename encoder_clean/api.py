@@ -296,7 +296,7 @@ def defender_data(data: DataLike, fraction: float, device: DeviceLike, seed: int
     (encoder_clean.data.sampling). Only this subset goes to a defense: never the test split."""
     from encoder_clean.data.sampling import clean_subset, fraction_count
 
-    fraction_count(1, fraction)  # the range, checked before the data is read
+    fraction_count(1, fraction, "clean fraction")  # the range, checked before the data is read
     dataset = load_data(data, progress)
     sample = clean_subset(dataset, fraction, seed)
     return DefenderData(sample.split.to(_device(device)), dataset.num_classes, sample.describe(dataset.class_names))

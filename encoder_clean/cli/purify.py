@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from encoder_clean import api
 from encoder_clean.cli.common import (ArchOption, PrefixOption, CheckpointEveryOption, CleanFractionOption, CompileOption,
                                       DEFAULT_CHECKPOINT_EVERY, DataOption, DeviceOption, JsonOption, Output,
-                                      QuietOption, ResumeOption, SeedOption, about, check_output, check_room, command_line,
-                                      defender_data, flag_assignments, handle_errors, inherited_attack, resumable,
-                                      run_identity, training_command)
+                                      QuietOption, ResumeOption, SeedOption, about, check_output, check_room,
+                                      flag_assignments, handle_errors, resumable, run_identity, training_command)
 from encoder_clean.cli.reading import open_encoder
-from encoder_clean.defenses import DefenseInputs, list_defenses
-from encoder_clean.defenses.registry import get_defense, run_defense
-from encoder_clean.encoders.io import produced_by, save_encoder
-from encoder_clean.options import apply_options, describe_options
-from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
+from encoder_clean.data.sampling import fraction_count
+from encoder_clean.defenses import list_defenses
+from encoder_clean.defenses.registry import get_defense
+from encoder_clean.options import apply_options
 
 MethodOption = Annotated[str, typer.Option("--method", help=f"Defense: {', '.join(list_defenses())} (see `encoder-clean list defenses`).")]
 EpochsOption = Annotated[Optional[int], typer.Option("--epochs", help="Passes over the clean subset (default: the method's).")]
@@ -47,33 +47,23 @@ def purify(
 ) -> None:
     """Clean ENCODER with a teacher-side defense, using only the defender's clean subset of --data.
 
-    The clean subset is the first --clean-fraction of the training split; the defense never sees test
-    data, triggers or poisoned data. MOTH also uses the subset's labels.
+    The clean subset is a class-balanced sample of --clean-fraction of the training split, drawn by --seed;
+    the defense never sees test data, triggers or poisoned data. MOTH also uses the subset's labels.
     """
     output = Output(json_path, quiet)
     check_output(out)
-    assignments = flag_assignments(epochs=epochs, lr=lr) + list(option or [])
+    fraction_count(1, clean_fraction)  # the flag's range
+    config = api.PurifyConfig(method=method, clean_fraction=clean_fraction, epochs=epochs, lr=lr,
+                              options=tuple(option or ()))
     with about("--method", method):  # the name and the settings, before any data is read
-        apply_options(get_defense(method).defaults, assignments, f"defense {method}")
-    torch_device = resolve_device(device)
-    seed_everything(seed)
+        apply_options(get_defense(method).defaults, flag_assignments(epochs=epochs, lr=lr) + list(option or []),
+                      f"defense {method}")
     loaded = open_encoder(encoder, arch, prefix)
-    recipe = {"method": method, "data": data, "clean_fraction": clean_fraction, "option": " ".join(assignments) or None,
-              "seed": seed}
-    with resumable(out, resume, checkpoint_every, run_identity("purify", recipe, loaded.sha256)):
-        model = prepare_model(loaded.encoder, torch_device)
-        check_room(out, model)
-        defender = defender_data(data, clean_fraction, torch_device, seed, output.progress())
-        clean, num_classes = defender.split, defender.num_classes
-        config, outcome = run_defense(method, DefenseInputs(model, clean.images, clean.labels, num_classes,
-                                                            torch_device, seed, output.progress()), assignments)
-        settings = {"command": "purify", "defense": method, "defense_settings": describe_options(config),
-                    "data": data, "clean_fraction": clean_fraction, "clean_images": len(clean), "clean_sample": defender.sample,
-                    "seed": seed,
-                    **outcome.extra_metadata, **inherited_attack(loaded)}
-        sha = save_encoder(model, out, parent_sha256=loaded.sha256, settings=settings,
-                           produced_by=produced_by(command_line("purify", recipe)))
-    output.console.print(f"wrote [bold]{out}[/] ({method} on {len(clean)} clean images, "
+    identity = run_identity("purify", {"data": data, **dataclasses.asdict(config), "seed": seed}, loaded.sha256)
+    with resumable(out, resume, checkpoint_every, identity):
+        check_room(out, loaded.encoder)
+        result = api.purify(loaded, data, config, device=device, seed=seed, progress=output.progress())
+        sha = result.save(out)
+    output.console.print(f"wrote [bold]{out}[/] ({method} on {result.report['clean_images']} clean images, "
                          f"{output.seconds:.1f} s, sha256 {sha[:12]})", soft_wrap=True)
-    output.emit_json({"out": str(out), "sha256": sha, "seconds": output.seconds, "method": method,
-                      "settings": describe_options(config), "clean_images": len(clean), "clean_sample": defender.sample, **outcome.stats})
+    output.emit_json({"out": str(out), "sha256": sha, "seconds": output.seconds, **result.report})
