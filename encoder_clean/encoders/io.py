@@ -6,7 +6,6 @@ unpickling, never arbitrary code), and `hf://OWNER/REPO[/PATH/IN/REPO][@REVISION
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
@@ -22,6 +21,7 @@ from safetensors.torch import save
 from encoder_clean import __version__
 from encoder_clean.encoders.base import Encoder, ProjectionHead
 from encoder_clean.encoders.folders import load_model_folder
+from encoder_clean.encoders.pickles import read_pickled
 from encoder_clean.encoders.layouts import OPTIONAL_SUFFIX, Layout, Template, find_backbone, native, template_of, timm_template
 from encoder_clean.encoders.registry import create_encoder, get_arch
 from encoder_clean.encoders.wrapped import build_wrapped
@@ -118,10 +118,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 
 def _read_torch_file(path: Path) -> object:
-    # Training scripts save their argparse arguments beside the weights (DINO's `args`): a Namespace is
-    # an attribute bag that runs no code, so the weights-only unpickler may build it.
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return load_tensors_only(path, "a state dict")
+    return read_pickled(path)
 
 
 def build_from_state(contents: object, metadata: Mapping[str, str], arch: str | None, source: str,

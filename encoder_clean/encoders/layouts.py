@@ -29,7 +29,9 @@ from encoder_clean.encoders.registry import create_encoder, list_archs
 from encoder_clean.encoders.wrapped import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, TimmEncoder, require
 from encoder_clean.errors import UserError
 
-MAX_DEPTH = 8
+MAX_DEPTH = 32  # a pickled module nests two levels per submodule
+#: the parts of a pickled nn.Module's state that hold its tensors and submodules
+MODULE_STATE = ("_parameters", "_buffers", "_modules")
 #: BatchNorm's step counter: absent from older files, and not a weight
 OPTIONAL_SUFFIX = "num_batches_tracked"
 #: wrapper levels that say nothing about which network a tensor belongs to (left out of reports)
@@ -38,19 +40,29 @@ WRAPPERS = {"state_dict", "model", "module", "_orig_mod", "net", "model_state_di
 
 # ------------------------------------------------------------------------------ flattening
 def flatten(obj: object) -> dict[str, torch.Tensor]:
-    """Every tensor in nested mappings, by its dotted path (lists and other values are skipped)."""
+    """Every tensor in nested mappings, by its dotted path (lists and other values are skipped).
+
+    A module pickled whole (`torch.save(model)`, read as inert objects by `encoders/pickles.py`) is walked
+    through its state: `_parameters`, `_buffers` and `_modules` add no path component, so its tensors get
+    the names its state dict would give them."""
     found: dict[str, torch.Tensor] = {}
 
     def walk(node: Mapping, path: str, depth: int) -> None:
         for key, value in node.items():
-            name = f"{path}{key}"
+            name = path if key in MODULE_STATE else f"{path}{key}."
+            state = getattr(value, "pickled_state", None)
             if isinstance(value, torch.Tensor):
-                found[name] = value
-            elif isinstance(value, Mapping) and depth < MAX_DEPTH:
-                walk(value, name + ".", depth + 1)
+                found[name[:-1]] = value.detach()  # a pickled module's parameters come back requiring grad
+            elif depth >= MAX_DEPTH:
+                continue
+            elif isinstance(value, Mapping):
+                walk(value, name, depth + 1)
+            elif isinstance(state, Mapping):
+                walk(state, name, depth + 1)
 
-    if isinstance(obj, Mapping):
-        walk(obj, "", 0)
+    state = getattr(obj, "pickled_state", None)
+    if isinstance(obj, Mapping) or isinstance(state, Mapping):
+        walk(obj if isinstance(obj, Mapping) else state, "", 0)
     return found
 
 

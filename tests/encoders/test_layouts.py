@@ -387,6 +387,34 @@ def test_arch_names_what_the_weights_cannot_say(tmp_path):
         load_encoder(str(path), arch="timm/vit_tiny_patch16_224?heads")
 
 
+class _Config:
+    """A training config saved beside the weights: building it would leave a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __setstate__(self, state):
+        Path(state["marker"]).touch()
+
+
+def test_whole_pickled_models_and_configs_load_without_running_their_classes(tmp_path):
+    import numpy as np
+
+    model = resnet(0)
+    torch.save(model, tmp_path / "whole.pt")  # `torch.save(model)`: the classes are named, never built here
+    loaded = load_encoder(str(tmp_path / "whole.pt"))
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded.encoder.eval().features(images), _reference("resnet", model, images), atol=1e-4)
+    assert loaded.layout == "took (top level) as resnet18; dropped 2 tensors (fc)"
+    marker = tmp_path / "config-was-built"
+    torch.save({"state_dict": prefixed(backbone_state(model), "backbone."), "epoch": np.int64(3),
+                "hyper_parameters": {"cfg": _Config(str(marker))}, "args": argparse.Namespace(lr=0.1)},
+               tmp_path / "last.ckpt")
+    assert load_encoder(str(tmp_path / "last.ckpt")).layout.startswith("took state_dict.backbone as resnet18")
+    assert not marker.exists()
+
+
 # ------------------------------------------------------------------------------ through the commands
 SMALL = "resnet10-cifar-w8"  # torchvision's parameter names at CPU size: the commands run in seconds
 TINY = "builtin?train=64&test=40"
