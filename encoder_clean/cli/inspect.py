@@ -45,6 +45,7 @@ def _table(report: CheckpointReport) -> Table:
             ("feature size", report.feature_dim), ("layer taps", ", ".join(report.taps) or None),
             ("parameters", f"{report.parameters:,}" if report.parameters is not None else None),
             ("projection head", report.projection_head),
+            ("objects not built", ", ".join(report.pickled_classes) or None),
             *((key, value) for key, value in report.provenance.items()),
             *((f"setting {key}", value) for key, value in report.settings.items()),
             ("cannot load", report.error)]

@@ -15,6 +15,7 @@ from typing import Any
 from encoder_clean.encoders.folders import CONFIG, layout_of, read_json
 from encoder_clean.encoders.io import decode_value, read_checkpoint, read_encoder, resolve_source
 from encoder_clean.encoders.layouts import flatten, native
+from encoder_clean.encoders.pickles import named_globals
 from encoder_clean.errors import UserError
 from encoder_clean.fileio import sha256_file
 
@@ -44,6 +45,8 @@ class CheckpointReport:
     provenance: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # why the encoder cannot be loaded, when it cannot
+    #: classes and functions a pickle names beyond tensors: read as inert placeholders, never built
+    pickled_classes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +66,7 @@ def describe_checkpoint(source: str, arch: str | None = None, prefix: str | None
         report = CheckpointReport(source, str(path), _format(path), path.stat().st_size, sha256_file(path),
                                   len(flatten(contents)))
         report.provenance = {k: metadata[k] for k in PROVENANCE_KEYS if k in metadata}
+        report.pickled_classes = named_globals(path) if path.suffix != ".safetensors" else []
         report.settings = {k: decode_value(v) for k, v in metadata.items() if k not in (*SPEC_KEYS, *PROVENANCE_KEYS)}
     try:
         loaded = read_encoder(source, arch, prefix)

@@ -43,7 +43,7 @@ class Opaque:
 
 def read_pickled(path: Path) -> object:
     """The contents of a `torch.save` file, with every non-weight object inert (see module docstring)."""
-    foreign = [name for name in _named_globals(path) if name != "argparse.Namespace"]
+    foreign = [name for name in named_globals(path) if name != "argparse.Namespace"]
     code = [name for name in foreign if name.split(".")[0] in CODE_MODULES]
     if code:
         raise UserError(f"{path}: refused to load as a state dict (it names {code[0]}, which would run code when "
@@ -52,7 +52,7 @@ def read_pickled(path: Path) -> object:
         return load_tensors_only(path, "a state dict")
 
 
-def _named_globals(path: Path) -> list[str]:
+def named_globals(path: Path) -> list[str]:
     """The classes and functions a torch zip checkpoint's pickle names beyond torch's own (read from its
     opcodes, nothing is built); [] for other files, which the weights-only unpickler judges alone."""
     try:

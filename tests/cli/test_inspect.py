@@ -59,6 +59,8 @@ def test_inspect_reads_every_public_layout(name):
     assert report["recognised_by"] == "its parameter names and shapes"
     assert report["layout"].startswith(f"took {LAYOUTS[name][2]} as {report['arch']}"), report["layout"]
     assert report["format"].startswith("PyTorch pickle") and report["feature_dim"] > 0
+    if name.startswith("dino-full"):  # the training arguments DINO saves beside the weights
+        assert report["pickled_classes"] == ["argparse.Namespace"]
 
 
 def test_inspect_names_the_candidates_of_an_ambiguous_file(tmp_path):
