@@ -1,7 +1,8 @@
 """Load encoders from files and the Hugging Face Hub; save them as safetensors with provenance.
 
-Sources: `.safetensors` (architecture from metadata), `.pt/.pth/.bin` state dicts (weights-only
-unpickling, never arbitrary code), and `hf://OWNER/REPO[/PATH/IN/REPO][@REVISION]`.
+Sources: `.safetensors` (architecture from metadata), `.pt/.pth/.bin/.ckpt/.tar` checkpoints (weights-only
+unpickling, never arbitrary code: `encoders/pickles.py`), and `hf://OWNER/REPO[/PATH/IN/REPO][@REVISION]`.
+Whatever the file's layout, the backbone is found by `encoders/layouts.py`.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from safetensors.torch import save
 from encoder_clean import __version__
 from encoder_clean.encoders.base import Encoder, ProjectionHead
 from encoder_clean.encoders.folders import load_model_folder
+from encoder_clean.encoders.layouts import (OPTIONAL_SUFFIX, Layout, Template, find_backbone, native, template_of,
+                                            timm_template)
 from encoder_clean.encoders.pickles import read_pickled
-from encoder_clean.encoders.layouts import OPTIONAL_SUFFIX, Layout, Template, find_backbone, native, template_of, timm_template
 from encoder_clean.encoders.registry import create_encoder, get_arch
 from encoder_clean.encoders.wrapped import build_wrapped
 from encoder_clean.errors import UserError, first_line
-from encoder_clean.fileio import atomic_write, sha256_file, load_tensors_only
+from encoder_clean.fileio import atomic_write, sha256_file
 
 FORMAT_VERSION = "1"
 HUB_SCHEME = "hf://"
@@ -85,7 +87,7 @@ def read_checkpoint(path: Path, source: str) -> tuple[object, dict[str, str]]:
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     if path.suffix in PICKLE_SUFFIXES:
-        return _read_torch_file(path), {}
+        return read_pickled(path), {}
     raise UserError(f"{source}: unsupported encoder file type {path.suffix or '(none)'!r}; "
                     f"use .safetensors or one of {', '.join(PICKLE_SUFFIXES)}")
 
@@ -115,10 +117,6 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise UserError(f"{path}: not a readable safetensors file ({first_line(error)})") from None
     return tensors, metadata
-
-
-def _read_torch_file(path: Path) -> object:
-    return read_pickled(path)
 
 
 def build_from_state(contents: object, metadata: Mapping[str, str], arch: str | None, source: str,

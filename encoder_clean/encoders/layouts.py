@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from encoder_clean.encoders.base import Encoder, ProjectionHead
-from encoder_clean.encoders.legacy import VIEWS, View, identity
+from encoder_clean.encoders.legacy import VIEWS, identity
 from encoder_clean.encoders.registry import create_encoder, list_archs
 from encoder_clean.encoders.wrapped import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, TimmEncoder, require
 from encoder_clean.errors import UserError
@@ -119,7 +119,7 @@ def _vit_template(view: Mapping[str, tuple[str, torch.Tensor]], prefix: str) -> 
     if len(patch) != 4 or len(pos) != 3 or not shape("cls_token") or len(fc1) != 2 or not depth:
         return None
     width, size, grid = patch[0], patch[-1], round(max(pos[1] - 1, 0) ** 0.5)
-    if grid < 1 or grid * grid != pos[1] - 1:
+    if width < 1 or size < 1 or grid < 1 or grid * grid != pos[1] - 1:
         return None
     heads = width // 64 if width % 64 == 0 else 1  # the ViT convention (64 channels a head): weights cannot say
     clip = bool(shape("norm_pre.weight"))  # CLIP's towers normalise the tokens before the blocks
