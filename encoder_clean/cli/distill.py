@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from encoder_clean import api
 from encoder_clean.cli.common import (ArchOption, PrefixOption, CheckpointEveryOption, CleanFractionOption, CompileOption,
                                       DEFAULT_CHECKPOINT_EVERY, DataOption, DeviceOption, JsonOption, Output,
-                                      QuietOption, ResumeOption, SeedOption, about, check_output, check_room, command_line,
-                                      defender_data, flag_assignments, handle_errors, inherited_attack, resumable,
-                                      run_identity, training_command)
+                                      QuietOption, ResumeOption, SeedOption, about, check_output, check_room,
+                                      handle_errors, resumable, run_identity, training_command)
 from encoder_clean.cli.reading import open_encoder
 from encoder_clean.cli.purify import EpochsOption, LrOption
+from encoder_clean.data.sampling import fraction_count
 from encoder_clean.defenses import list_defenses
 from encoder_clean.defenses.registry import get_defense
 from encoder_clean.distill.losses import list_losses
 from encoder_clean.distill.losses.registry import parse_loss_spec
-from encoder_clean.distill.recipe import FAMILY_RECIPES, NO_FINETUNE, clean_with_distillation, recommended_for
+from encoder_clean.distill.recipe import FAMILY_RECIPES, NO_FINETUNE
 from encoder_clean.distill.students import get_student, list_students
 from encoder_clean.distill.trainer import DistillConfig
 from encoder_clean.encoders.base import Encoder
-from encoder_clean.encoders.export import FORMATS, check_folder_output, export_folder
-from encoder_clean.encoders.io import checkpoint_metadata, produced_by, save_encoder
+from encoder_clean.encoders.export import FORMATS, check_folder_output
 from encoder_clean.errors import UserError
 from encoder_clean.options import apply_options
-from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
 
 
 def _defaults(part: str) -> str:
@@ -35,19 +35,18 @@ def _defaults(part: str) -> str:
                      for family, recipe in FAMILY_RECIPES.items())
 
 
-def _check_recipe(teacher: Encoder, student: str, losses: list[str], finetune: str, options: list[str],
-                  finetune_options: list[str], student_arch: str | None) -> None:
+def _check_recipe(teacher: Encoder, plan: api.DistillPlan, student_arch: str | None) -> None:
     """Every name and setting of the recipe, checked before any data is read (the library checks them
     again where it uses them)."""
-    with about("--student", student):
-        get_student(student).check_arch(student_arch or teacher.arch, teacher.arch)
-    for text in losses:
+    with about("--student", plan.student):
+        get_student(plan.student).check_arch(student_arch or teacher.arch, teacher.arch)
+    for text in plan.losses:
         with about("--loss", text):
             parse_loss_spec(text, teacher.tap_names, teacher.attention_taps)
-    apply_options(DistillConfig(), options, "distill").check()
-    if finetune != NO_FINETUNE:
-        with about("--finetune", finetune):
-            apply_options(get_defense(finetune).defaults, finetune_options, f"defense {finetune}")
+    apply_options(DistillConfig(), plan.options, "distill").check()
+    if plan.finetune != NO_FINETUNE:
+        with about("--finetune", plan.finetune):
+            apply_options(get_defense(plan.finetune).defaults, plan.finetune_options, f"defense {plan.finetune}")
 
 
 @handle_errors
@@ -92,48 +91,25 @@ def distill(
         check_output(out)
     else:
         check_folder_output(out)
-    torch_device = resolve_device(device)
-    seed_everything(seed)
+    fraction_count(1, clean_fraction)  # the flag's range
+    config = api.DistillConfig(student=student, losses=tuple(loss) if loss else None, finetune=finetune,
+                               clean_fraction=clean_fraction, epochs=epochs, lr=lr, batch_size=batch_size,
+                               student_arch=student_arch, options=tuple(option or ()),
+                               finetune_options=tuple(finetune_option or ()))
     loaded = open_encoder(teacher, arch, prefix)
-    # What the user leaves out comes from the recommended recipe for the teacher's family; the recipe's
-    # distillation settings apply with its losses, its teacher settings with its teacher defense, and
-    # explicit flags win over both.
-    default = recommended_for(loaded.encoder)
-    student = student or default.student
-    losses = list(loss) if loss else list(default.losses)
-    base = list(default.options) if loss is None else []
-    assignments = base + flag_assignments(epochs=epochs, lr=lr, batch_size=batch_size) + list(option or [])
-    finetune_assignments = [*(default.finetune_options if finetune is None else ()), *(finetune_option or [])]
-    finetune = finetune or default.finetune
-    _check_recipe(loaded.encoder, student, losses, finetune, assignments, finetune_assignments, student_arch)
+    plan = api.distill_plan(loaded.encoder, config)  # the recommended recipe fills in what is not given
+    _check_recipe(loaded.encoder, plan, student_arch)
     if out_format != "safetensors" and student_arch is None and not loaded.encoder.arch.startswith(f"{out_format}/"):
         # the student has the teacher's architecture: refuse before training, not at the export
         raise UserError(f"--format {out_format} needs a {out_format} encoder, not {loaded.encoder.arch}")
-    recipe = {"student": student, "loss": " ".join(losses), "finetune": finetune, "data": data,
-              "clean_fraction": clean_fraction, "option": " ".join(assignments) or None,
-              "finetune_option": " ".join(finetune_assignments) or None, "seed": seed}
-    identity = run_identity("distill", {**recipe, "student_arch": student_arch}, loaded.sha256)
+    identity = run_identity("distill", {"data": data, **dataclasses.asdict(plan), "clean_fraction": clean_fraction,
+                                        "student_arch": student_arch, "seed": seed}, loaded.sha256)
     with resumable(out, resume, checkpoint_every, identity):
-        model = prepare_model(loaded.encoder, torch_device)
-        check_room(out, model)
-        defender = defender_data(data, clean_fraction, torch_device, seed, output.progress())
-        clean, num_classes = defender.split, defender.num_classes
-        result = clean_with_distillation(model, clean.images, clean.labels, num_classes, finetune=finetune,
-                                         student=student, losses=losses, options=assignments,
-                                         finetune_options=finetune_assignments, student_arch=student_arch,
-                                         device=torch_device, seed=seed, progress=output.progress())
-        settings = {"command": "distill", "defense": "distill", **result.settings, "data": data,
-                    "clean_fraction": clean_fraction, "clean_images": len(clean), "clean_sample": defender.sample,
-                    "seed": seed,
-                    **inherited_attack(loaded)}
-        provenance = {"parent_sha256": loaded.sha256, "settings": settings,
-                      "produced_by": produced_by(command_line("distill", recipe))}
-        if out_format == "safetensors":
-            sha = save_encoder(result.student, out, **provenance)
-        else:
-            sha = export_folder(result.student, out, out_format, checkpoint_metadata(result.student, **provenance))
-    output.console.print(f"wrote [bold]{out}[/] (student {student}, losses {', '.join(result.settings['losses'])}, "
-                         f"teacher defense {finetune}, {len(clean)} clean images, {output.seconds:.1f} s, "
-                         f"sha256 {sha[:12]})", soft_wrap=True)
-    output.emit_json({"out": str(out), "sha256": sha, "seconds": output.seconds, **result.settings,
-                      "clean_images": len(clean), "clean_sample": defender.sample, **result.stats})
+        check_room(out, loaded.encoder)
+        result = api.distill(loaded, data, config, device=device, seed=seed, progress=output.progress())
+        sha = result.save(out, format=out_format)
+    report = result.report
+    output.console.print(f"wrote [bold]{out}[/] (student {report['student']}, losses {', '.join(report['losses'])}, "
+                         f"teacher defense {report['finetune']}, {report['clean_images']} clean images, "
+                         f"{output.seconds:.1f} s, sha256 {sha[:12]})", soft_wrap=True)
+    output.emit_json({"out": str(out), "sha256": sha, "seconds": output.seconds, **report})
