@@ -6,10 +6,8 @@ import contextlib
 import datetime
 import functools
 import json
-import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional
 
@@ -22,11 +20,6 @@ from typer.core import TyperGroup
 
 from encoder_clean import __version__
 from encoder_clean.cli.progress import PlainProgress, RichProgress
-
-from encoder_clean.data.dataset import Split
-from encoder_clean.data.sampling import clean_subset, fraction_count
-from encoder_clean.data.specs import load_data
-from encoder_clean.encoders.io import LoadedEncoder
 from encoder_clean.errors import EncoderCleanError, UserError, first_line
 from encoder_clean.fileio import check_free_space, is_stdout, output_target, write_json_atomic
 from encoder_clean.parallel import joined, launched_world, world
@@ -62,10 +55,6 @@ DEFAULT_CHECKPOINT_EVERY = "5m"
 CheckpointEveryOption = Annotated[str, typer.Option(
     "--checkpoint-every", metavar="STEPS|TIME", help="How often a long run saves its resume checkpoint: steps "
     "(500), a time (90s, 5m, 1h) or off (only between phases). The checkpoint is deleted once --out is written.")]
-
-# Attack settings a checkpoint records, carried to the checkpoints cleaned from it so that `evaluate`
-# measures the cleaned encoder against the same attack. Defenses never read them.
-ATTACK_KEYS = ("attack", "trigger", "target_class")
 
 err_console = Console(stderr=True, highlight=False)
 
@@ -257,42 +246,3 @@ def resumable(out: Path, resume: bool, every: str, identity: str) -> Iterator[Jo
         journal.discard()
         raise
     journal.discard()
-
-
-@dataclass
-class DefenderData:
-    """The defender's clean subset on the compute device, the class count, and what the sample was."""
-
-    split: Split
-    num_classes: int
-    sample: dict[str, object]  # size, seed, per-class counts and hash, for JSON and checkpoint metadata
-
-
-def defender_data(spec: str, fraction: float, device: torch.device, seed: int,
-                  progress: Progress = NULL_PROGRESS) -> DefenderData:
-    """The defender's clean subset of `spec`: a seeded, class-balanced `fraction` of the training split
-    (encoder_clean.data.sampling). Only this subset goes to a defense: never the test split."""
-    fraction_count(1, fraction)  # the flag's range, checked before the data is read
-    dataset = load_data(spec, progress)
-    sample = clean_subset(dataset, fraction, seed)
-    return DefenderData(sample.split.to(device), dataset.num_classes, sample.describe(dataset.class_names))
-
-
-def inherited_attack(loaded: LoadedEncoder) -> dict[str, object]:
-    return {key: loaded.setting(key) for key in ATTACK_KEYS if loaded.setting(key) is not None}
-
-
-def flag_assignments(**flags: object) -> list[str]:
-    """Flags that override a method's settings, as KEY=VALUE assignments (None: keep the default)."""
-    return [f"{key}={value}" for key, value in flags.items() if value is not None]
-
-
-def command_line(name: str, options: dict[str, Any]) -> str:
-    """The command and its settings, for `produced_by` (no output paths: same seed, same bytes)."""
-    parts = [name]
-    for key, value in options.items():
-        if value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        parts.append(flag if value is True else f"{flag} {shlex.quote(str(value))}")
-    return " ".join(parts)

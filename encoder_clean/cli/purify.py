@@ -12,12 +12,12 @@ from encoder_clean import api
 from encoder_clean.cli.common import (ArchOption, PrefixOption, CheckpointEveryOption, CleanFractionOption, CompileOption,
                                       DEFAULT_CHECKPOINT_EVERY, DataOption, DeviceOption, JsonOption, Output,
                                       QuietOption, ResumeOption, SeedOption, about, check_output, check_room,
-                                      flag_assignments, handle_errors, resumable, run_identity, training_command)
+                                      handle_errors, resumable, run_identity, training_command)
 from encoder_clean.cli.reading import open_encoder
 from encoder_clean.data.sampling import fraction_count
 from encoder_clean.defenses import list_defenses
 from encoder_clean.defenses.registry import get_defense
-from encoder_clean.options import apply_options
+from encoder_clean.options import apply_options, to_assignments
 
 MethodOption = Annotated[str, typer.Option("--method", help=f"Defense: {', '.join(list_defenses())} (see `encoder-clean list defenses`).")]
 EpochsOption = Annotated[Optional[int], typer.Option("--epochs", help="Passes over the clean subset (default: the method's).")]
@@ -56,7 +56,7 @@ def purify(
     config = api.PurifyConfig(method=method, clean_fraction=clean_fraction, epochs=epochs, lr=lr,
                               options=tuple(option or ()))
     with about("--method", method):  # the name and the settings, before any data is read
-        apply_options(get_defense(method).defaults, flag_assignments(epochs=epochs, lr=lr) + list(option or []),
+        apply_options(get_defense(method).defaults, to_assignments({"epochs": epochs, "lr": lr}) + list(option or []),
                       f"defense {method}")
     loaded = open_encoder(encoder, arch, prefix)
     identity = run_identity("purify", {"data": data, **dataclasses.asdict(config), "seed": seed}, loaded.sha256)
