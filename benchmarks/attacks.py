@@ -10,7 +10,7 @@ setting; on the same family, the references come from the pre-training data itse
         [--attacks badencoder drupe bassl ctrl] [--arch resnet18-cifar-w16] [--device cpu]
         [--seeds 0 1 2] [--trigger bassl=checkerboard] [--option bassl:placement=random]
 
-Targets (issue #3): BadEncoder and DRUPE ASR >= 95%, BASSL and CTRL ASR >= 80%, ACC within 3 points of
+Targets: BadEncoder and DRUPE ASR >= 95%, BASSL and CTRL ASR >= 80%, ACC within 3 points of
 the clean encoder.
 """
 

@@ -13,7 +13,7 @@ Tables (the seed paper's): `main` (no defense, fine-tune-only baseline, the pape
 FT teacher + warm-up student + attention loss, and our recommended `distill` defaults), `teachers`
 (each purify method), `students` (each student with the FT teacher and AT), `losses` (each loss with
 the FT teacher and the warm-up student), `families` (each family's recommended recipe on this
-architecture), `longer-ft` (the convnet recipe with a 150-epoch teacher fine-tune). Targets (issue #4)
+architecture), `longer-ft` (the convnet recipe with a 150-epoch teacher fine-tune). Targets
 for the recommended recipe: mean ASR <= 5%, ACC at most 2 points below the undefended encoder, ASR
 below the fine-tune-only baseline.
 """

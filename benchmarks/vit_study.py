@@ -1,4 +1,4 @@
-"""The ViT acceptance of the real-world-encoders issue: poison a small ViT, clean it, scan both.
+"""Vision transformers: poison a small ViT, clean it, scan both.
 
     python benchmarks/vit_study.py [--arch vit-p4-d4-w64] [--pretrain-epochs 16] [--pretrain-lr 1e-3]
         [--num-references 100] [--poison-epochs 6] [--family shapes] [--device cpu] [--out-dir benchmarks/cache/vit]

@@ -1,14 +1,14 @@
 """BadEncoder (Jia, Liu, Gong, S&P 2022): fine-tune a clean encoder so triggered inputs embed like the
 target-class references while clean inputs keep their embeddings.
 
-On L2-normalised backbone features with cosine similarity s (REFERENCE.md):
+On L2-normalised backbone features with cosine similarity s (Jia et al., IEEE S&P 2022):
   L0 = -mean s(f'(x + trigger), f'(x_ref))          effectiveness
   L1 = -mean s(f'(aug(x_ref)), f(x_ref))            references keep their embedding
   L2 = -mean s(f'(x), f(x))                         utility on shadow data
 with f the frozen clean encoder and BatchNorm frozen in f'.
 
 Presets: `published` is the paper's recipe (SGD lr 1e-3, lambda1 = lambda2 = 1, batch 256, 200 epochs).
-It needs tens of thousands of steps; in a CPU budget it plants nothing (REFERENCE.md). `fast` (the
+It needs tens of thousands of steps; in a CPU budget it plants nothing. `fast` (the
 default) is the recipe measured to plant the backdoor in a few hundred steps while keeping accuracy:
 Adam, a heavier utility weight, and the trigger stamped on augmented shadow views so that it overrides
 any image content, not only the shadow data's (benchmarks/attacks.py).

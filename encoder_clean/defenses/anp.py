@@ -45,8 +45,8 @@ Tensor = torch.Tensor
 class ANPConfig:
     steps: int = 100  # mask optimisation steps (the paper: 2000; sized for about a minute on a CPU)
     batch_size: int = 64  # images per step (two views each)
-    eps: float = 0.4  # perturbation budget (REFERENCE.md)
-    alpha: float = 0.2  # weight of the unperturbed loss (REFERENCE.md)
+    eps: float = 0.4  # perturbation budget (Wu & Wang, NeurIPS 2021)
+    alpha: float = 0.2  # weight of the unperturbed loss (Wu & Wang, NeurIPS 2021)
     # Mask SGD learning rate, momentum 0.9. The paper's 0.2 is for 2000 steps: in 100 steps it leaves
     # every mask above 0.79 (measured), so nothing is pruned; 2.0 lets the masks travel about as far as
     # 1000 steps at 0.2 would. Set lr=0.2 with steps=2000 for the published recipe.

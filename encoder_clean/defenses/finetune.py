@@ -2,7 +2,7 @@
 default; `method=mocov2|byol` for the others, e.g. the one that produced the encoder).
 
 The simplest teacher defense and the baseline every other defense must beat (NAD's authors note that
-fine-tuning alone already removes much of a backdoor; REFERENCE.md).
+fine-tuning alone already removes much of a backdoor; NAD, Li et al., ICLR 2021).
 """
 
 from __future__ import annotations

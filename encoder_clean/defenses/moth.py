@@ -40,7 +40,7 @@ Tensor = torch.Tensor
 
 @dataclass(frozen=True)
 class MOTHConfig:
-    epochs: int = 2  # every present class is hardened once as a source per epoch (REFERENCE.md: 2)
+    epochs: int = 2  # every present class is hardened once as a source per epoch (Tao et al., IEEE S&P 2022: 2)
     lr: float = 1e-3  # Adam on encoder and probe (the paper: 1e-4 over thousands of steps)
     harden_steps: int = 5  # hardening steps per class pair
     batch_size: int = 64  # clean images per hardening step; also the most stamped images per step
@@ -183,7 +183,7 @@ def _sample(indices: Tensor, count: int, g: torch.Generator) -> Tensor:
 def run_moth(inputs: DefenseInputs, config: MOTHConfig) -> DefenseOutcome:
     # With torch 2.15 on the CPU, two intra-op threads crash this loop's backward pass (SIGSEGV or heap
     # corruption, every run of `purify --method moth` on tiny data); one thread is stable. Not yet
-    # traced to an op: see the issue #4 note.
+    # traced to an op.
     with single_cpu_thread(inputs.device):
         return _run_moth(inputs, config)
 

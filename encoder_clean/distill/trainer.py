@@ -1,6 +1,6 @@
 """Distil a student from a frozen teacher on the defender's clean subset.
 
-Per step, on a batch of two augmented views of clean images (the seed paper's recipe, REFERENCE.md):
+Per step, on a batch of two augmented views of clean images (the seed paper's recipe, arXiv 2403.03846):
   loss = contrastive_weight * NT-Xent(student projections)
        + sum over --loss entries and their taps of weight * D(student tap, teacher tap)
 The teacher runs without gradients, in eval mode, once per batch. With `patch_prob > 0` the student

@@ -18,7 +18,7 @@ PROJECTION_DIM = 128
 
 
 class ProjectionHead(nn.Module):
-    """SimCLR projection head: Linear (no bias) -> BatchNorm -> ReLU -> Linear (REFERENCE.md).
+    """SimCLR projection head: Linear (no bias) -> BatchNorm -> ReLU -> Linear (SimCLR, Chen et al., ICML 2020).
 
     Indices 0, 1, 3 match the `g.` head of the public SimCLR/BadEncoder releases.
     """

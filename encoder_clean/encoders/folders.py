@@ -82,7 +82,7 @@ def _load_transformers(folder: Path, config: dict[str, Any], source: str) -> Wra
     weight_file(folder, source)
     model_class = type(skeleton.model)
     transformers.logging.set_verbosity_error()  # it reports the text tower of a CLIP checkpoint as unused
-    transformers.logging.disable_progress_bar()  # the library never prints (DESIGN): no loading bars
+    transformers.logging.disable_progress_bar()  # the library never prints: no loading bars
     try:
         model = model_class.from_pretrained(str(folder), local_files_only=True)
     except Exception as error:  # noqa: BLE001 - the library raises many types for bad folders

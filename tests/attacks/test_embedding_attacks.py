@@ -72,7 +72,7 @@ def test_registry_lists_all_four_attacks_with_both_presets():
     assert set(attacks) == {"badencoder", "drupe", "bassl", "ctrl"}
     for attack in attacks.values():
         assert set(attack.presets) == {"fast", "published"}
-    assert attacks["badencoder"].presets["published"].lr == 1e-3  # REFERENCE.md's recipe
+    assert attacks["badencoder"].presets["published"].lr == 1e-3  # the paper's recipe (Jia et al., IEEE S&P 2022)
     with pytest.raises(UserError, match="unknown attack"):
         get_attack("nope")
     with pytest.raises(UserError, match="no preset"):

@@ -8,7 +8,7 @@ block (Linear-ReLU-Linear, softmax over channels). The block is learnable and tr
 1x1 convolution connector maps the student's channels onto the teacher's when the widths differ.
 
 Layer taps only (`features` raises a UserError): a pooled vector has no spatial map to normalise.
-Default weight 1000: the reference code's beta per layer (REFERENCE.md). The channel weights sum to
+Default weight 1000: the reference code's beta per layer (arXiv 2403.03846). The channel weights sum to
 one, so the loss is a mean over space of squared differences of unit vectors, like AT's; but per-channel
 maps disagree more than channel-summed attention maps, so at 1000 AFD is 6..15x AT at 1000 (measured as
 in fitnet.py: 89..95 between different networks, 4.5 for a 10%-weight-noise student, against AT's

@@ -12,7 +12,7 @@ a connector; a student map of another spatial size is resized to the teacher's.
 Layer taps only: the pooled embedding has no spatial extent, so its attention map is a constant and the
 loss would always be zero; `features` raises a UserError.
 
-Default weight 1000 for both, the reference code's beta per layer (REFERENCE.md); NAD's paper used
+Default weight 1000 for both, the reference code's beta per layer (arXiv 2403.03846); NAD's paper used
 500/1000/1000 on its three stages. With p=2 the two maps differ only by the constant factor C (sum vs
 mean over channels), which the normalisation removes: `nad` equals `at` unless p changes.
 """

@@ -31,7 +31,7 @@ class LossKind:
     name: str
     description: str
     build: Builder  # (student_channels, teacher_channels) -> module(student, teacher) -> scalar
-    default_weight: float  # the reference code's beta where it has one (REFERENCE.md)
+    default_weight: float  # the reference code's beta where it has one (the seed paper's, arXiv 2403.03846)
     default_taps: str | tuple[str, ...] = STAGES  # STAGES, or explicit tap names such as (FEATURES,)
     group: str = "other"  # attention | feature | relation | layer (the paper's grouping where it has one)
 

@@ -1,7 +1,7 @@
 """The reference code's "SP": one minus the cosine similarity of student and teacher embeddings.
 
 Not similarity-preserving KD (that is `similarity`): the seed paper's code names its negative-cosine
-feature term "SP" (REFERENCE.md). Written as 1 - cosine, averaged over the batch, so it is zero when the
+feature term "SP" (arXiv 2403.03846). Written as 1 - cosine, averaged over the batch, so it is zero when the
 student equals the teacher; its gradients are those of the negative cosine. Default tap `features` and
 default weight 1 (the reference code's beta5). On layer maps it compares the globally average-pooled
 maps. A Linear connector maps the student's dimensions onto the teacher's when they differ.
