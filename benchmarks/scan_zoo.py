@@ -296,6 +296,27 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
         print(f"  {member.name}: {verdicts}")
     if args.json_out:
         args.json_out.write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
+    if args.publish:
+        publish_results(rows, summary, args)
+
+
+def publish_results(rows: list[dict], summary: dict, args: argparse.Namespace) -> None:
+    from results import publish
+
+    table = [{"method": method, "auroc": f"{s['auroc']:.3f}", "shipped": s["shipped"],
+              "shipped_tpr": f"{s['shipped_rates'][0]:.1f}", "shipped_fpr": f"{s['shipped_rates'][1]:.1f}",
+              "calibrated": s["calibrated"], "calibrated_tpr": f"{s['calibrated_rates'][0]:.1f}",
+              "calibrated_fpr": f"{s['calibrated_rates'][1]:.1f}"} for method, s in summary.items()]
+    publish("scan-zoo", "scan on a zoo split before scanning (held-out part)", table,
+            [("method", "method"), ("auroc", "AUROC"), ("shipped", "shipped threshold"), ("shipped_tpr", "TPR %"),
+             ("shipped_fpr", "FPR %"), ("calibrated", "calibrated threshold"), ("calibrated_tpr", "TPR %"),
+             ("calibrated_fpr", "FPR %")], notes=args.notes, load=args.load)
+    members = [{"name": r["name"], "split": r["split"], "backdoor": "yes" if r["backdoor"] else "no",
+                "method": r["method"], "score": f"{r['score']:.4f}", "verdict": r["verdict"],
+                "seconds": f"{r['seconds']:.0f}"} for r in rows]
+    publish("scan-zoo-members", "scan zoo: every member's score", members,
+            [("name", "encoder"), ("split", "split"), ("backdoor", "backdoored"), ("method", "method"),
+             ("score", "score"), ("verdict", "verdict"), ("seconds", "s")], load=args.load)
 
 
 def main() -> None:
@@ -306,12 +327,16 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache/zoo"))
     parser.add_argument("--only", nargs="*", default=None, help="build or scan only these members")
     parser.add_argument("--build-only", action="store_true", help="build the zoo, scan nothing")
+    parser.add_argument("--scan-only", action="store_true", help="build nothing, scan the members already built")
     parser.add_argument("--rescan", action="store_true", help="scan again even when a result is cached")
     parser.add_argument("--option", action="append", default=[], metavar="METHOD:KEY=VALUE",
                         help="a scan setting for one method, repeatable (e.g. decree:max_epochs=20)")
     parser.add_argument("--held-out-only", nargs="*", default=[], metavar="METHOD",
                         help="scan only the held-out part with these methods (their shipped threshold is fixed)")
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--publish", action="store_true", help="refresh the scan-zoo sections of benchmarks/RESULTS.md")
+    parser.add_argument("--notes", default="", help="a note printed under the published table")
+    parser.add_argument("--load", default="", help="what else ran on the machine meanwhile")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # each command one CPU thread unless told otherwise
     cifar = cifar_spec(cifar_subset(args.out_dir.parent / "cifar10-4k")) if CIFAR_SOURCE.is_dir() else None
@@ -321,8 +346,9 @@ def main() -> None:
         members = [m for m in members if m.name in keep or any(m.name.startswith(k) for k in keep)]
     store = Zoo(args, zoo(cifar or "folder:none"))
     roots = [m for m in members if m.parent is None]
-    build_all(store, [x for root in roots for x in members if x is root or x.parent == root.name]
-              + [m for m in members if m.parent and m.parent not in {r.name for r in roots}], args.jobs)
+    if not args.scan_only:
+        build_all(store, [x for root in roots for x in members if x is root or x.parent == root.name]
+                  + [m for m in members if m.parent and m.parent not in {r.name for r in roots}], args.jobs)
     if args.build_only:
         return
     report(store, members, args)
