@@ -1,4 +1,5 @@
-"""One small name -> item registry shared by attacks, defenses, students and distillation losses."""
+"""One small name -> item registry shared by every registry of the project: architectures, data formats,
+trigger kinds, pre-training methods, attacks, defenses, students and distillation losses."""
 
 from __future__ import annotations
 
@@ -29,3 +30,6 @@ class Registry(Generic[Item]):
 
     def items(self) -> dict[str, Item]:
         return dict(sorted(self._items.items()))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items

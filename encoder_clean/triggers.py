@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from encoder_clean.errors import UserError, first_line
+from encoder_clean.registry import Registry
 from encoder_clean.frequency_trigger import CTRL_DESCRIPTION, CTRL_USAGE, KIND as CTRL_KIND, load_ctrl_trigger
 from encoder_clean.trigger_base import Trigger
 
@@ -147,7 +148,7 @@ def load_trigger(spec: str, image_size: int) -> Trigger:
         raise UserError("empty trigger spec")
     kind, _, rest = spec.partition(":")
     if kind in TRIGGER_KINDS:
-        return TRIGGER_KINDS[kind](spec, rest, image_size)
+        return TRIGGER_KINDS.get(kind).loader(spec, rest, image_size)
     body, position = _split_position(spec)
     name, _, size_text = body.partition(":")
     if name in PATCHES or name == "blend":
@@ -161,7 +162,7 @@ def load_trigger(spec: str, image_size: int) -> Trigger:
         if tuple(patch.shape[-2:]) == (image_size, image_size) and position is None:
             return PatchTrigger(spec, patch, mask)
         return place_patch(spec, patch, mask, image_size, position)
-    known = ", ".join(sorted(builtin_trigger_names()) + sorted(f"{k}:" for k in TRIGGER_KINDS))
+    known = ", ".join(sorted(builtin_trigger_names()) + [f"{k}:" for k in TRIGGER_KINDS.items()])
     raise UserError(f"unknown trigger {spec!r}: give a .png or .npz file or a built-in ({known})")
 
 
@@ -261,8 +262,14 @@ def save_trigger_npz(trigger: PatchTrigger, path: str | Path) -> None:
 
 # Kinds of trigger that are not patches register a loader here, keyed by their spec prefix:
 # `kind:rest` -> loader(spec, rest, image_size), with a usage line and a description for `list triggers`.
-TRIGGER_KINDS: dict[str, Callable[[str, str, int], Trigger]] = {}
-_KIND_HELP: dict[str, tuple[str, str]] = {}
+@dataclass(frozen=True)
+class TriggerKind:
+    loader: Callable[[str, str, int], Trigger]
+    usage: str
+    description: str
+
+
+TRIGGER_KINDS: Registry[TriggerKind] = Registry("trigger kind")
 FILE_TRIGGERS = {
     "FILE.png[@ROW,COL]": "pattern in RGB, mask in alpha",
     "FILE.npz": "BadEncoder release format: arrays t and tm, stamped as x * tm + t",
@@ -271,15 +278,13 @@ FILE_TRIGGERS = {
 
 def register_trigger_kind(kind: str, loader: Callable[[str, str, int], Trigger], usage: str,
                           description: str) -> None:
-    if kind in TRIGGER_KINDS:
-        raise ValueError(f"trigger kind {kind!r} registered twice")
-    TRIGGER_KINDS[kind] = loader
-    _KIND_HELP[kind] = (usage, description)
+    TRIGGER_KINDS.register(kind, TriggerKind(loader, usage, description))
 
 
 def trigger_help() -> dict[str, str]:
     """Every accepted trigger form (usage -> description): built-ins, registered kinds, files."""
-    return {**builtin_trigger_names(), **dict(_KIND_HELP.values()), **FILE_TRIGGERS}
+    kinds = {kind.usage: kind.description for kind in TRIGGER_KINDS.items().values()}
+    return {**builtin_trigger_names(), **kinds, **FILE_TRIGGERS}
 
 
 register_trigger_kind(CTRL_KIND, load_ctrl_trigger, CTRL_USAGE, CTRL_DESCRIPTION)

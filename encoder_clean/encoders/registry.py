@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from encoder_clean.errors import UserError
+from encoder_clean.registry import Registry
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -24,25 +24,20 @@ class ArchInfo:
     kwargs: dict = field(default_factory=dict)
 
 
-_ARCHS: dict[str, ArchInfo] = {}
+_ARCHS: Registry[ArchInfo] = Registry("architecture")
 
 
 def register_arch(name: str, builder: Callable[..., object], description: str, *, image_size: int = 32,
                   mean: Sequence[float] = CIFAR_MEAN, std: Sequence[float] = CIFAR_STD, **kwargs) -> None:
-    if name in _ARCHS:
-        raise ValueError(f"architecture {name!r} registered twice")
-    _ARCHS[name] = ArchInfo(name, builder, description, image_size, tuple(mean), tuple(std), dict(kwargs))
+    _ARCHS.register(name, ArchInfo(name, builder, description, image_size, tuple(mean), tuple(std), dict(kwargs)))
 
 
 def get_arch(name: str) -> ArchInfo:
-    try:
-        return _ARCHS[name]
-    except KeyError:
-        raise UserError(f"unknown architecture {name!r}; known: {', '.join(sorted(_ARCHS))}") from None
+    return _ARCHS.get(name)
 
 
 def list_archs() -> list[ArchInfo]:
-    return [_ARCHS[k] for k in sorted(_ARCHS)]
+    return list(_ARCHS.items().values())
 
 
 def create_encoder(name: str, *, image_size: int | None = None, mean: Sequence[float] | None = None,
