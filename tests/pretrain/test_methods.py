@@ -23,7 +23,7 @@ def _encoder():
     return create_encoder(TINY_ARCH).add_head().train()
 
 
-def _build(name, encoder, *options, total_steps=10, images=64, batch_size=8):
+def _build(name, encoder, *options, total_steps=10, images=1000, batch_size=8):
     method = get_method(name)
     schedule = Schedule(total_steps, batch_size, images, torch.Generator().manual_seed(0))
     return method.build(encoder, method.settings(list(options)), schedule)
@@ -72,14 +72,16 @@ def test_moco_scores_against_the_queue_before_this_step_then_enqueues_the_keys()
     assert int(moco.pointer) == 8
 
 
-def test_moco_queue_is_a_ring_and_holds_at_most_the_images_less_a_batch():
+def test_moco_queue_is_a_ring_and_keeps_the_published_share_of_a_small_set():
     moco = _build("mocov2", _encoder(), "queue_size=5", images=100)
     assert moco.queue.shape == (5, 128)
     first, second = torch.ones(3, 128), torch.full((3, 128), 2.0)
     moco.enqueue(first)
     moco.enqueue(second)
     assert moco.queue[:, 0].tolist() == [2, 1, 1, 2, 2] and int(moco.pointer) == 1
-    assert _build("mocov2", _encoder(), images=100, batch_size=8).queue.shape[0] == 92  # 4,096 asked
+    sizes = {images: _build("mocov2", _encoder(), images=images, batch_size=8).queue.shape[0]
+             for images in (50_000, 100_000, 5_000, 500, 40)}
+    assert sizes == {50_000: 4096, 100_000: 4096, 5_000: 410, 500: 41, 40: 8}  # 8%, at least a batch
 
 
 @pytest.mark.parametrize("name, copy", [("mocov2", "key_encoder"), ("byol", "target")])
