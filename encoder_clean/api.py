@@ -542,6 +542,7 @@ class ScanResult(ScanOutcome):
     sha256: str = ""
     arch: str = ""
     shadow_sample: dict[str, object] = field(default_factory=dict)
+    example: torch.Tensor | None = None  # a shadow image (uint8), to show the trigger on
 
     def row(self) -> dict[str, object]:
         return {"source": self.source, "sha256": self.sha256, "arch": self.arch, **super().row()}
@@ -575,7 +576,7 @@ def scan(encoder: EncoderLike, data: DataLike = "builtin", config: ScanConfig = 
     outcome = run_scan(model, images, method=config.method, config=settings, threshold=config.threshold,
                        device=torch_device, seed=seed, progress=as_progress(progress))
     return ScanResult(**{f.name: getattr(outcome, f.name) for f in fields(outcome)}, source=loaded.source,
-                      sha256=loaded.sha256, arch=model.arch, shadow_sample=sample)
+                      sha256=loaded.sha256, arch=model.arch, shadow_sample=sample, example=images[0])
 
 
 __all__ = [

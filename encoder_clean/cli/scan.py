@@ -5,22 +5,19 @@ Exit 0: every encoder looks clean; 1: at least one backdoor found; 2: bad input 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
+from encoder_clean import api
 from encoder_clean.cli.common import (ArchOption, PrefixOption, DataOption, DeviceOption, JsonOption, Output, QuietOption,
                                       SeedOption, check_output, handle_errors)
 from encoder_clean.cli.reading import open_encoder
-from encoder_clean.data.sampling import balanced_sample
-from encoder_clean.data.specs import load_data
 from encoder_clean.errors import UserError
 from encoder_clean.options import describe_options
-from encoder_clean.runtime import prepare_model, resolve_device, seed_everything
-from encoder_clean.scan import METHODS, run_scan, scan_config
+from encoder_clean.scan import METHODS, scan_config
 from encoder_clean.scan.report import write_sarif, write_trigger_png
 from encoder_clean.scan.verdict import BACKDOOR, get_method
 
@@ -64,37 +61,30 @@ def scan(
         check_output(path, ".png", "--trigger-out")
     if sarif is not None:
         check_output(sarif, (".sarif", ".json"), "--sarif")
-    torch_device = resolve_device(device)
     loaded = [open_encoder(source, arch, prefix) for source in encoders]  # all inputs checked first
-    dataset = load_data(data, output.progress())
-    sample = balanced_sample(dataset.train, shadow_images, seed)
-    shadow, shadow_sample = sample.split.images, sample.describe(dataset.class_names)
-    if len(shadow) < 2:
-        raise UserError(f"--data {data}: fewer than 2 training images")
+    dataset = api.load_data(data, output.progress())
+    settings = api.ScanConfig(method=method, threshold=limit, shadow_images=shadow_images, options=tuple(option or ()))
 
-    rows = []
+    rows, results = [], []
     for index, item in enumerate(loaded):
-        seed_everything(seed)
-        started = time.perf_counter()
-        encoder = prepare_model(item.encoder, torch_device)
-        found = run_scan(encoder, shadow, method=method, config=config, threshold=limit, device=torch_device,
-                         seed=seed, progress=output.progress())
-        row = {"source": item.source, "sha256": item.sha256, "arch": encoder.arch, **found.row(),
-               "trigger_png": None, "seconds": round(time.perf_counter() - started, 2)}
+        result = api.scan(item, dataset, settings, device=device, seed=seed, progress=output.progress())
+        row = {**result.row(), "trigger_png": None}
         if pngs:
-            row["trigger_png"] = str(write_trigger_png(pngs[index], found.mask, found.pattern, example=shadow[0]))
+            row["trigger_png"] = str(write_trigger_png(pngs[index], result.mask, result.pattern,
+                                                       example=result.example))
         rows.append(row)
+        results.append(result)
 
     backdoors = sum(row["verdict"] == BACKDOOR for row in rows)
     if sarif is not None:
         write_sarif(sarif, rows, output.started_at, EXIT_BACKDOOR if backdoors else 0)
     output.console.print(_table(rows, method))
-    payload = {"method": method, "settings": describe_options(config), "data": data, "shadow_images": len(shadow),
-               "shadow_sample": shadow_sample,
+    payload = {"method": method, "settings": describe_options(config), "data": data,
+               "shadow_images": results[0].shadow_sample["size"], "shadow_sample": results[0].shadow_sample,
                "seconds": output.seconds, "verdict": BACKDOOR if backdoors else "clean",
                "summary": {"scanned": len(rows), "backdoor": backdoors, "clean": len(rows) - backdoors},
                "encoders": rows}
-    if len(rows) == 1:  # DESIGN.md's single-encoder fields at the top level too
+    if len(rows) == 1:  # one encoder: its verdict's fields at the top level too (docs/json.md)
         payload.update({key: rows[0][key] for key in ("source", "score", "threshold", "margin", "pl1_norm",
                                                        "trigger_png")})
     output.emit_json(payload)
