@@ -1,6 +1,6 @@
 """Does `poison` plant real backdoors? ACC/ASR of the clean and the poisoned encoder for every attack.
 
-Runs the real commands as a user would: pre-trains (or reuses) a clean encoder on one built-in family,
+Runs what the commands run, through the Python API in-process: pre-trains (or reuses) a clean encoder on one built-in family,
 poisons it with each attack (its `fast` preset) using target-class references from the downstream
 family, and evaluates the clean and the poisoned encoders on the downstream family with the attack's
 trigger (linear probe, target class 0 unless `--target-class` says otherwise). Downstream on the other family is the papers' cross-dataset
@@ -8,7 +8,9 @@ setting; on the same family, the references come from the pre-training data itse
 
     python benchmarks/attacks.py [--pretrain-family shapes] [--downstream glyphs shapes]
         [--attacks badencoder drupe bassl ctrl] [--arch resnet18-cifar-w16] [--device cpu]
-        [--seeds 0 1 2] [--trigger bassl=checkerboard] [--option bassl:placement=random]
+        [--seeds 0 1 2] [--trigger bassl=checkerboard] [--option bassl:placement=random] [--train 2000]
+
+The table goes to benchmarks/RESULTS.md (section `attacks`).
 
 Targets: BadEncoder and DRUPE ASR >= 95%, BASSL and CTRL ASR >= 80%, ACC within 3 points of
 the clean encoder.
@@ -18,10 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+import encoder_clean as ec
+from results import publish
 
 FAMILIES = ("shapes", "glyphs")
 ATTACKS = ("badencoder", "drupe", "bassl", "ctrl")
@@ -30,22 +33,17 @@ ASR_TARGET = {"badencoder": 95.0, "drupe": 95.0, "bassl": 80.0, "ctrl": 80.0}
 ACC_TOLERANCE = 3.0
 
 
-def cli(*args: str, device: str, ok: tuple[int, ...] = (0,)) -> dict:
-    """Run one real command and return its JSON; exit with its stderr on any exit code not in `ok`."""
-    result = subprocess.run([sys.executable, "-m", "encoder_clean", *args, "--device", device, "--json", "-", "-q"],
-                            capture_output=True, text=True)
-    if result.returncode not in ok:
-        sys.exit(f"command failed: {' '.join(args)}\n{result.stderr}")
-    return json.loads(result.stdout)
+def data(family: str, args: argparse.Namespace) -> str:
+    return f"builtin:{family}" + (f"?train={args.train}" if args.train else "")
 
 
 def clean_encoder(args: argparse.Namespace) -> Path:
-    suffix = "" if args.arch == "resnet18-cifar-w16" else f"_{args.arch}"
+    suffix = ("" if args.arch == "resnet18-cifar-w16" else f"_{args.arch}") + (f"_n{args.train}" if args.train else "")
     path = args.out_dir / f"pretrained_{args.pretrain_family}_e{args.pretrain_epochs}_s0{suffix}.safetensors"
     if not path.exists():
         started = time.perf_counter()
-        cli("pretrain", "--data", f"builtin:{args.pretrain_family}", "--arch", args.arch, "--epochs",
-            str(args.pretrain_epochs), "--out", str(path), device=args.device)
+        ec.pretrain(data(args.pretrain_family, args), ec.PretrainConfig(arch=args.arch, epochs=args.pretrain_epochs),
+                    device=args.device).save(path)
         print(f"pre-trained {path.name} in {time.perf_counter() - started:.1f} s")
     else:
         print(f"reusing the clean encoder {path}")
@@ -73,6 +71,8 @@ def main() -> None:
     parser.add_argument("--option", action="append", default=[], metavar="ATTACK:KEY=VALUE",
                         help="pass --option KEY=VALUE to ATTACK's poison command")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--train", type=int, default=None, help="training images per built-in family (default: all)")
+    parser.add_argument("--load", default="", help="what else ran on the machine meanwhile, for the table's note")
     args = parser.parse_args()
     for item, separator in [*((t, "=") for t in args.trigger), *((o, ":") for o in args.option)]:
         if item.partition(separator)[0] not in ATTACKS or not item.partition(separator)[2]:
@@ -81,7 +81,7 @@ def main() -> None:
     options: dict[str, list[str]] = {attack: [] for attack in ATTACKS}
     for item in args.option:
         attack, setting = item.split(":", 1)
-        options[attack] += ["--option", setting]
+        options[attack].append(setting)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     other = [f for f in FAMILIES if f != args.pretrain_family][0]
     downstream = args.downstream or [other, args.pretrain_family]
@@ -95,17 +95,15 @@ def main() -> None:
                 suffix = ("" if seed == 0 else f"_s{seed}") + ("" if args.target_class == 0 else f"_t{args.target_class}")
                 out = args.out_dir / f"poisoned_{attack}_{args.pretrain_family}_to_{family}_{args.arch}{suffix}.safetensors"
                 started = time.perf_counter()
-                cli("poison", str(clean), "--attack", attack, "--trigger", triggers[attack], "--target-class",
-                    str(args.target_class), "--data", f"builtin:{args.pretrain_family}", "--reference-data",
-                    f"builtin:{family}", "--seed", str(seed), *options[attack], "--out", str(out),
-                    device=args.device)
+                config = ec.PoisonConfig(attack=attack, trigger=triggers[attack], target_class=args.target_class,
+                                         reference_data=data(family, args), options=options[attack])
+                ec.poison(clean, data(args.pretrain_family, args), config, device=args.device, seed=seed).save(out)
                 poisoned[attack] = (out, time.perf_counter() - started)
             for trigger in sorted({triggers[a] for a in args.attacks}):
                 attacks = [a for a in args.attacks if triggers[a] == trigger]
-                report = cli("evaluate", str(clean), *(str(poisoned[a][0]) for a in attacks), "--data",
-                             f"builtin:{family}", "--trigger", trigger, "--target-class", str(args.target_class),
-                             device=args.device)
-                base, *results = report["encoders"]
+                report = ec.evaluate([clean, *(poisoned[a][0] for a in attacks)], data(family, args),
+                                     ec.EvalConfig(trigger=trigger, target_class=args.target_class), device=args.device)
+                base, *results = report.as_dict()["encoders"]
                 for attack, result in zip(attacks, results):
                     rows.append({"downstream": family, "attack": attack, "trigger": trigger, "seed": seed,
                                  "clean_acc": base["acc"], "clean_asr": base["asr"], "acc": result["acc"],
@@ -135,6 +133,17 @@ def main() -> None:
                       f"ASR-nt {mean['asr_nontarget']:.2f}  targets met in {met}/{len(group)} seeds")
     if args.json_out:
         args.json_out.write_text(json.dumps(rows, indent=2))
+    for row in rows:
+        row["dacc"] = round(row["acc"] - row["clean_acc"], 2)
+        row["targets"] = "met" if (row["asr"] >= ASR_TARGET[row["attack"]]
+                                   and abs(row["dacc"]) <= ACC_TOLERANCE) else "missed"
+    columns = [("downstream", "downstream"), ("attack", "attack"), ("trigger", "trigger"), ("seed", "seed"),
+               ("clean_acc", "clean ACC"), ("clean_asr", "clean ASR"), ("acc", "ACC"), ("dacc", "dACC"),
+               ("asr", "ASR"), ("asr_nontarget", "ASR non-target"), ("poison_seconds", "poison s"),
+               ("targets", "targets")]
+    publish("attacks", "Attacks (`poison`)", rows, columns, load=args.load,
+            notes=f"{args.arch} pre-trained on builtin:{args.pretrain_family} for {args.pretrain_epochs} epochs, "
+                  f"target class {args.target_class}, linear probe, device {args.device}.")
 
 
 if __name__ == "__main__":
