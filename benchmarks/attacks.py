@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -31,14 +33,27 @@ ATTACKS = ("badencoder", "drupe", "bassl", "ctrl")
 TRIGGERS = {"badencoder": "white-square", "drupe": "white-square", "bassl": "white-square", "ctrl": "ctrl"}
 ASR_TARGET = {"badencoder": 95.0, "drupe": 95.0, "bassl": 80.0, "ctrl": 80.0}
 ACC_TOLERANCE = 3.0
+TARGET_CLASS = 0  # the default target class (defense_study.py's)
+
+
+def cli(*args: str, device: str, ok: tuple[int, ...] = (0,)) -> dict:
+    """Run one real command in its own process and return its JSON; exit with its stderr on any exit code
+    not in `ok` (for the studies that measure the commands themselves, not the library)."""
+    result = subprocess.run([sys.executable, "-m", "encoder_clean", *args, "--device", device, "--json", "-", "-q"],
+                            capture_output=True, text=True)
+    if result.returncode not in ok:
+        sys.exit(f"command failed: {' '.join(args)}\n{result.stderr}")
+    return json.loads(result.stdout)
 
 
 def data(family: str, args: argparse.Namespace) -> str:
-    return f"builtin:{family}" + (f"?train={args.train}" if args.train else "")
+    train = getattr(args, "train", None)
+    return f"builtin:{family}" + (f"?train={train}" if train else "")
 
 
 def clean_encoder(args: argparse.Namespace) -> Path:
-    suffix = ("" if args.arch == "resnet18-cifar-w16" else f"_{args.arch}") + (f"_n{args.train}" if args.train else "")
+    train = getattr(args, "train", None)
+    suffix = ("" if args.arch == "resnet18-cifar-w16" else f"_{args.arch}") + (f"_n{train}" if train else "")
     path = args.out_dir / f"pretrained_{args.pretrain_family}_e{args.pretrain_epochs}_s0{suffix}.safetensors"
     if not path.exists():
         started = time.perf_counter()
@@ -60,7 +75,7 @@ def main() -> None:
     parser.add_argument("--arch", default="resnet18-cifar-w16")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache"))
-    parser.add_argument("--target-class", type=int, default=0,
+    parser.add_argument("--target-class", type=int, default=TARGET_CLASS,
                         help="the attacks' target class; run two to check that a backdoor follows its target "
                              "rather than a class the trigger lands in by itself")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0],
