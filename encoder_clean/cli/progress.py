@@ -4,6 +4,7 @@ plain lines in a log (CI jobs, `2> file`, pipes), where a bar would show nothing
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from typing import Callable, Iterator, TextIO
 
@@ -49,13 +50,15 @@ def duration(seconds: float) -> str:
 
 class PlainProgress:
     """Progress as plain lines for logs: one when a phase starts, one when it ends, and in between a
-    heartbeat with the step, the rate and the time left, at most every `every` seconds."""
+    heartbeat with the step, the rate and the time left every `every` seconds: after a step, or from a
+    watcher thread when the steps are slower than that, so that a log is never silent for longer."""
 
     def __init__(self, stream: TextIO, every: float = HEARTBEAT_SECONDS,
                  clock: Callable[[], float] = time.monotonic):
         self.stream = stream
         self.every = every
         self.clock = clock
+        self.lock = threading.Lock()
 
     def _line(self, text: str) -> None:
         self.stream.write(text + "\n")
@@ -63,22 +66,38 @@ class PlainProgress:
 
     @contextlib.contextmanager
     def task(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:
-        started = last = self.clock()
-        done = 0
+        started = self.clock()
+        state = {"done": 0, "last": started}
         latest: dict[str, float] = {}
         self._line(f"{description}: started" + (f" ({total} steps)" if total else ""))
 
-        def advance(n: int = 1, **fields: float) -> None:
-            nonlocal done, last
-            done += n
-            latest.update(fields)
-            now = self.clock()
-            if now - last >= self.every:
-                last = now
-                self._line(self._heartbeat(description, done, total, now - started, latest))
+        def beat() -> None:
+            with self.lock:
+                now = self.clock()
+                if now - state["last"] >= self.every:
+                    state["last"] = now
+                    self._line(self._heartbeat(description, state["done"], total, now - started, latest))
 
-        yield advance
-        self._line(f"{description}: done" + (f", {done} steps" if done else "") +
+        def advance(n: int = 1, **fields: float) -> None:
+            with self.lock:
+                state["done"] += n
+                latest.update(fields)
+            beat()
+
+        stop = threading.Event()
+
+        def watch() -> None:  # a heartbeat when no line came for `every` seconds (slow steps, long phases)
+            while not stop.wait(self.every / 3):
+                beat()
+
+        watcher = threading.Thread(target=watch, name=f"progress: {description}", daemon=True)
+        watcher.start()
+        try:
+            yield advance
+        finally:
+            stop.set()
+            watcher.join()
+        self._line(f"{description}: done" + (f", {state['done']} steps" if state["done"] else "") +
                    f" in {duration(self.clock() - started)}")
 
     @staticmethod

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -198,6 +199,15 @@ def test_plain_progress_heartbeat_is_at_most_every_30_seconds_with_step_rate_and
     assert lines[1:4] == [f"distill: step {n}/100, 1 steps/s, ETA {duration}, loss 0.5"
                           for n, duration in ((30, "1m10s"), (60, "40.0s"), (90, "10.0s"))]
     assert lines[4] == "distill: done, 100 steps in 1m40s" and len(lines) == 5
+
+
+def test_plain_progress_keeps_beating_while_a_step_is_slow():
+    stream = io.StringIO()
+    with PlainProgress(stream, every=0.05).task("fine-tuning", total=5) as advance:
+        time.sleep(0.5)  # no step in ten heartbeat periods: the watcher speaks
+        advance(1)
+    beats = [line for line in stream.getvalue().splitlines() if line.startswith("fine-tuning: step")]
+    assert 2 <= len(beats) <= 12 and beats[0].startswith("fine-tuning: step 0/5, 0 steps/s"), stream.getvalue()
 
 
 def test_piped_tables_keep_long_paths_whole(tmp_path):
