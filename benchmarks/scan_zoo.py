@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,7 @@ from encoder_clean.data.specs import load_data
 from encoder_clean.encoders.io import load_encoder
 from encoder_clean.scan import run_scan, scan_config
 from encoder_clean.scan.verdict import get_method
+from encoder_clean.scan.windows import window_score
 
 SMALL = "resnet18-cifar-w16"
 OTHER = {"shapes": "glyphs", "glyphs": "shapes"}
@@ -217,7 +219,20 @@ def scan_member(store: Zoo, member: Member, method: str, shadows: dict, args: ar
                            config=scan_config(method, options))
         cached.write_text(json.dumps(outcome.row(), indent=2))
         print(f"scanned {member.name} ({method}): score {outcome.score:.4f} in {outcome.seconds:.1f} s", flush=True)
-    return json.loads(cached.read_text())
+    return rescored(json.loads(cached.read_text()), method)
+
+
+def rescored(row: dict, method: str) -> dict:
+    """A scan cached before the window method had its collapse gap, scored as the method now scores it, from
+    the figures it stored (similarities rounded to 5 decimals, the clean similarity to 4)."""
+    if method != "encoder-clean" or "collapse_gap" in row:
+        return row
+    config = get_method(method).config
+    gap = math.log(1 - row["clean_similarity"]) - math.log(max(1 - row["similarity"], 1e-6))
+    score = round(window_score(row["anomaly_index"], gap, config), 4)
+    threshold = get_method(method).threshold
+    return {**row, "collapse_gap": round(gap, 4), "score": score, "threshold": threshold,
+            "verdict": "backdoor" if score > threshold else "clean", "rescored": True}
 
 
 def auroc(positive: list[float], negative: list[float]) -> float:
@@ -232,6 +247,8 @@ def calibrate(rows: list[dict], max_fpr: float = 0.05) -> float:
     """The lowest threshold that keeps the calibration part's false positives at or under `max_fpr`,
     moved halfway to the next clean score above it (so that it is not fitted to one clean encoder)."""
     clean = sorted(r["score"] for r in rows if not r["backdoor"])
+    if not clean:
+        return float("nan")
     allowed = int(max_fpr * len(clean))  # clean encoders that may score above the threshold
     edge = clean[len(clean) - 1 - allowed]
     backdoor_above = sorted(r["score"] for r in rows if r["backdoor"] and r["score"] > edge)
@@ -256,6 +273,8 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
     for method in args.methods:
         for member in built:
             if method in args.held_out_only and split_of(member.name) != HELD_OUT:
+                continue
+            if args.cached_only and not (store.folder / f"{member.name}.scan-{method}.json").exists():
                 continue
             found = scan_member(store, member, method, shadows, args)
             rows.append({"name": member.name, "method": method, "split": split_of(member.name),
@@ -328,6 +347,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="build or scan only these members")
     parser.add_argument("--build-only", action="store_true", help="build the zoo, scan nothing")
     parser.add_argument("--scan-only", action="store_true", help="build nothing, scan the members already built")
+    parser.add_argument("--cached-only", action="store_true", help="report the scans already cached, run none")
     parser.add_argument("--rescan", action="store_true", help="scan again even when a result is cached")
     parser.add_argument("--option", action="append", default=[], metavar="METHOD:KEY=VALUE",
                         help="a scan setting for one method, repeatable (e.g. decree:max_epochs=20)")

@@ -10,15 +10,18 @@ from encoder_clean.encoders.base import Encoder
 from encoder_clean.runtime import Progress
 from encoder_clean.scan.decree import DecreeConfig, decree_invert
 from encoder_clean.scan.verdict import Finding, ScanMethod, register_method
-from encoder_clean.scan.windows import WindowConfig, scan_windows
+from encoder_clean.scan.windows import WindowConfig, scan_windows, window_score
 
 
 def _windows(encoder: Encoder, shadow: Tensor, config: WindowConfig, device: torch.device, seed: int,
              progress: Progress) -> Finding:
     found = scan_windows(encoder, shadow, config, device=device, seed=seed, progress=progress)
     top, left, side = found.boxes[found.best]
-    return Finding(round(found.anomaly_index, 4), found.mask, found.pattern, {
-        "anomaly_index": round(found.anomaly_index, 4), "pl1_norm": round(float(found.mask.mean()), 6),
+    score = window_score(found.anomaly_index, found.collapse_gap, config)
+    return Finding(round(score, 4), found.mask, found.pattern, {
+        "anomaly_index": round(found.anomaly_index, 4), "anomaly_limit": config.anomaly_limit,
+        "collapse_gap": round(found.collapse_gap, 4), "gap_limit": config.gap_limit,
+        "pl1_norm": round(float(found.mask.mean()), 6),
         "window": {"top": top, "left": left, "size": side},
         "similarity": found.similarities[found.best],
         "median_window_similarity": sorted(found.similarities)[len(found.similarities) // 2],
@@ -38,9 +41,11 @@ def _decree(encoder: Encoder, shadow: Tensor, config: DecreeConfig, device: torc
 register_method(ScanMethod(
     "encoder-clean",
     "one optimised patch per window of a grid; backdoor when the best window collapses the embeddings far "
-    "beyond the others (anomaly index by median absolute deviation, within the encoder)",
-    "anomaly index", WindowConfig(), threshold=2.0,
-    calibration="Neural Cleanse's anomaly-index convention (2.0); to be set from the zoo's calibration part",
+    "beyond the encoder's other windows (anomaly index > anomaly_limit) or far beyond the encoder's own "
+    "clean agreement (collapse gap > gap_limit); score = max(anomaly index / anomaly_limit, collapse gap / gap_limit)",
+    "collapse score", WindowConfig(), threshold=1.0,
+    calibration="anomaly_limit 3.0 from the 25 windows' normal tail; gap_limit from the calibration part of "
+                "benchmarks/scan_zoo.py's zoo",
     run=_windows))
 register_method(ScanMethod(
     "decree",

@@ -31,6 +31,7 @@ from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, cpu_bf16, d
 from encoder_clean.scan.invert import mean_pairwise_cosine, on_frozen, stamped_similarity
 
 MAD_TO_SIGMA = 1.4826  # median absolute deviation of a normal distribution, in standard deviations
+GAP_LIMIT = 5.45  # set from the calibration part of benchmarks/scan_zoo.py's zoo
 
 
 @dataclass(frozen=True)
@@ -43,19 +44,23 @@ class WindowConfig:
     eval_images: int = 64  # each window's final residual: measured on these shadow images, all windows alike
     bf16: bool = False  # bf16 autocast on CPUs with AVX512-BF16 (faster; features are still compared in fp32)
     mad_floor: float = 0.05  # smallest spread (log units) the anomaly index divides by
+    # The verdict: backdoor when either figure passes its limit (score = the larger ratio to its limit).
+    anomaly_limit: float = 3.0  # 3 deviations out: about 3% of the time for the best of 25 windows of normal noise
+    gap_limit: float = GAP_LIMIT  # e-folds of the encoder's own disagreement that one window removes
 
     def check(self) -> None:
         if not 0 < self.window < 1:
             raise UserError("scan: window must be in (0, 1)")
         if self.grid < 2 or self.steps < 1 or self.batch_size < 2 or self.eval_images < 2:
             raise UserError("scan: grid must be >= 2, steps >= 1, batch_size and eval_images >= 2")
-        if self.lr <= 0 or self.mad_floor <= 0:
-            raise UserError("scan: lr and mad_floor must be > 0")
+        if min(self.lr, self.mad_floor, self.anomaly_limit, self.gap_limit) <= 0:
+            raise UserError("scan: lr, mad_floor, anomaly_limit and gap_limit must be > 0")
 
 
 @dataclass
 class WindowScan:
     anomaly_index: float  # (median - best) / (1.4826 * MAD) of the windows' log residuals
+    collapse_gap: float  # log(1 - clean similarity) - the best window's log residual
     residuals: list[float]  # log(1 - similarity) per window, row-major over the grid
     similarities: list[float]  # mean pairwise cosine per window with its optimised pattern
     best: int  # the window with the smallest residual
@@ -63,6 +68,11 @@ class WindowScan:
     mask: Tensor  # (1, H, W): the best window
     pattern: Tensor  # (3, H, W): its pattern (zero outside the window)
     baseline_similarity: float
+
+
+def window_score(anomaly: float, gap: float, config: WindowConfig) -> float:
+    """The verdict's score: how far the larger of the two figures is toward (1.0) or past its limit."""
+    return max(anomaly / config.anomaly_limit, gap / config.gap_limit)
 
 
 def window_boxes(size: int, config: WindowConfig) -> list[tuple[int, int, int]]:
@@ -117,9 +127,11 @@ def _search(encoder: Encoder, shadow: Tensor, config: WindowConfig, device: torc
     residuals = _final_residuals(encoder, shadow, masks, pattern, config, g).cpu()
     best = int(residuals.argmin())
     pattern = pattern.cpu()
-    return WindowScan(anomaly_index(residuals, config.mad_floor), [round(float(v), 4) for v in residuals],
+    baseline = stamped_similarity(encoder, shadow[:config.eval_images], None, device)
+    gap = math.log(max(1 - baseline, 1e-6)) - float(residuals[best])
+    return WindowScan(anomaly_index(residuals, config.mad_floor), gap, [round(float(v), 4) for v in residuals],
                       [round(1 - math.exp(float(v)), 5) for v in residuals], best, boxes, masks[best].cpu(),
-                      pattern[best], stamped_similarity(encoder, shadow[:config.eval_images], None, device))
+                      pattern[best], baseline)
 
 
 @torch.no_grad()

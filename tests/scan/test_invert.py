@@ -16,7 +16,7 @@ from encoder_clean.scan import BACKDOOR, CLEAN, run_scan, scan_config
 from encoder_clean.scan.decree import DecreeConfig, decree_invert
 from encoder_clean.scan.invert import mean_pairwise_cosine
 from encoder_clean.scan.verdict import get_method, margin_for, verdict_for
-from encoder_clean.scan.windows import WindowConfig, anomaly_index, scan_windows, window_boxes
+from encoder_clean.scan.windows import WindowConfig, anomaly_index, scan_windows, window_boxes, window_score
 from tests.scan.planted import LEFT, SIZE, TOP, PlantedBackdoor
 
 CPU = torch.device("cpu")
@@ -70,7 +70,10 @@ def test_planted_window_stands_out_and_clean_does_not(windows):
     clean, planted = windows
     top, left, side = planted.boxes[planted.best]
     assert top <= TOP and TOP + SIZE <= top + side and left <= LEFT and LEFT + SIZE <= left + side
-    assert planted.anomaly_index > get_method("encoder-clean").threshold > clean.anomaly_index
+    config, threshold = get_method("encoder-clean").config, get_method("encoder-clean").threshold
+    assert planted.anomaly_index > config.anomaly_limit > clean.anomaly_index
+    assert window_score(planted.anomaly_index, planted.collapse_gap, config) > threshold
+    assert window_score(clean.anomaly_index, clean.collapse_gap, config) < threshold
     assert planted.mask.shape == (1, 32, 32) and planted.mask.sum() == side * side
     assert planted.pattern.min() >= 0 and planted.pattern.max() <= 1
 
@@ -94,6 +97,8 @@ def test_run_scan_reports_how_sure_it_is(trained_tiny, shapes):
     row = outcome.row()
     assert row["verdict"] == BACKDOOR and row["margin"] == pytest.approx(row["score"] - row["threshold"], abs=1e-6)
     assert row["window"]["size"] == 12 and len(row["window_similarities"]) == 25
+    assert row["score"] == pytest.approx(max(row["anomaly_index"] / row["anomaly_limit"],
+                                             row["collapse_gap"] / row["gap_limit"]), abs=1e-3)
     lenient = run_scan(trained_tiny, shapes.train.images[:64], config=QUICK_WINDOWS, threshold=1e9)
     assert lenient.verdict == CLEAN and lenient.margin < 0
 

@@ -64,7 +64,7 @@ def test_clean_verdict_exits_0_with_json_and_png(checkpoints, tmp_path):
     assert report["threshold"] == 1000 and 0 <= report["pl1_norm"] <= 1
     assert report["margin"] == pytest.approx(report["score"] - 1000, abs=1e-6) and report["margin"] < 0
     row = report["encoders"][0]
-    assert row["score_name"] == "anomaly index" and row["window"]["size"] == 12
+    assert row["score_name"] == "collapse score" and row["window"]["size"] == 12
     with Image.open(png) as image:  # stamped shadow image | stamp | mask | pattern
         assert image.format == "PNG" and image.width == 4 * image.height
 
