@@ -315,7 +315,7 @@ class Layout:
 
 
 def find_backbone(obj: object, source: str, *, templates: Iterable[Template] | None = None,
-                  prefix: str | None = None, feature_dim: Callable[[Template], int] | None = None) -> Layout:
+                  prefix: str | None = None) -> Layout:
     """The backbone a checkpoint holds (see the module docstring); UserError when none or several fit."""
     flat = flatten(obj)
     if not flat:
