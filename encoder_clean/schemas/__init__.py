@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any
 
 SCHEMA_VERSION = 1
-COMMANDS = ("pretrain", "poison", "purify", "distill", "evaluate", "scan", "demo", "list")
+COMMANDS = ("pretrain", "poison", "purify", "distill", "evaluate", "scan", "demo", "list", "inspect")
 ID_PREFIX = f"urn:encoder-clean:json:{SCHEMA_VERSION}:"
 
 

@@ -105,3 +105,8 @@ def test_a_document_that_breaks_the_schema_is_caught(checkpoint):
                    {key: value for key, value in document.items() if key != "encoders"},
                    {**document, "encoders": [{**document["encoders"][0], "acc": 140}]}):
         assert list(validator("evaluate").iter_errors(broken))
+
+
+def test_inspect_matches_its_schema(checkpoint):
+    document = run_json(["inspect", checkpoint])
+    check("inspect", document)
