@@ -50,17 +50,22 @@ DEFENSES = {
 class Runner:
     """Runs real `encoder-clean` commands with a fixed thread count and records their wall times."""
 
-    def __init__(self, threads: int, device: str):
+    def __init__(self, threads: int, device: str, logs: Path):
         self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         self.device = device
+        self.logs = logs
         self.seconds: dict[str, float] = {}
 
     def __call__(self, label: str, *args: str, ok: tuple[int, ...] = (0,)) -> dict:
+        """Run one command; its progress lines go to LOGS/<label>.log (`tail -f` it to follow a long step)."""
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "encoder_clean", *args, "--device", self.device,
-                                 "--json", "-", "--quiet"], capture_output=True, text=True, env=self.env)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = self.logs / f"{label.replace(' ', '_')}.log"
+        with open(log, "w") as stderr:
+            result = subprocess.run([sys.executable, "-m", "encoder_clean", *args, "--device", self.device,
+                                     "--json", "-"], stdout=subprocess.PIPE, stderr=stderr, text=True, env=self.env)
         if result.returncode not in ok:
-            sys.exit(f"{label} failed ({result.returncode}): {' '.join(args)}\n{result.stderr}")
+            sys.exit(f"{label} failed ({result.returncode}): {' '.join(args)}\n{log.read_text()[-3000:]}")
         self.seconds[label] = round(time.perf_counter() - started, 1)
         print(f"  {label}: {self.seconds[label]:.1f} s", flush=True)
         return json.loads(result.stdout)
@@ -113,9 +118,11 @@ def main() -> None:
     parser.add_argument("--skip-scan", action="store_true")
     parser.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "cache" / "cifar")
     parser.add_argument("--json-out", type=Path, default=None, help="also write every figure here")
+    parser.add_argument("--publish", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    parser.add_argument("--load", default="", help="what else ran on the machine meanwhile (for --publish)")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
-    run = Runner(args.threads, args.device)
+    run = Runner(args.threads, args.device, args.cache / "logs")
 
     data, folder_seconds = prepare_data(args.archive, args.cache, args.threads)
     if folder_seconds is not None:
@@ -144,18 +151,31 @@ def main() -> None:
         for name, result in zip(encoders, scanned["encoders"]):
             rows[name].update(verdict=result["verdict"], pl1_norm=result["pl1_norm"])
 
-    print(f"\nreal CIFAR-10, {args.arch}, pretrain {args.pretrain_epochs} epochs ({args.augment}), poison "
-          f"{args.poison_epochs} epoch(s), target class {TARGET_CLASS}, {TRIGGER}, linear probe, "
-          f"{args.threads} threads, device {args.device}")
-    print(f"{'encoder':<22}{'ACC':>8}{'ASR':>8}{'ASR-nt':>8}{'scan':>10}{'PL1':>8}{'seconds':>9}")
     step_of = {"random init": "random init", "clean": "pretrain", **{a: f"poison {a}" for a in ATTACKS},
                **{f"{a} + {d}": f"{d} on {a}" for a in ATTACKS for d in DEFENSES}}
-    for name, row in rows.items():
-        seconds = run.seconds.get(step_of[name])
-        print(f"{name:<22}{row['acc']:>8.2f}{row['asr']:>8.2f}{row['asr_nontarget']:>8.2f}"
-              f"{row.get('verdict', '-'):>10}{row.get('pl1_norm', float('nan')):>8.4f}"
-              f"{'cached' if seconds is None else f'{seconds:.0f}':>9}")
-    print(f"evaluate {run.seconds['evaluate']:.0f} s" + ("" if args.skip_scan else f", scan {run.seconds['scan']:.0f} s"))
+    table = [{"encoder": name, "acc": row["acc"], "asr": row["asr"], "asr_nontarget": row["asr_nontarget"],
+              "verdict": row.get("verdict", "-"), "pl1_norm": row.get("pl1_norm"),
+              "seconds": run.seconds.get(step_of[name], "cached")} for name, row in rows.items()]
+    title = (f"Real CIFAR-10: {args.arch}, pretrain {args.pretrain_epochs} epochs ({args.augment}), poison "
+             f"{args.poison_epochs} epoch(s), target class {TARGET_CLASS}, {TRIGGER}, linear probe")
+    print(f"\n{title}, {args.threads} threads, device {args.device}")
+    print(f"{'encoder':<22}{'ACC':>8}{'ASR':>8}{'ASR-nt':>8}{'scan':>10}{'PL1':>8}{'seconds':>9}")
+    for row in table:
+        pl1 = "-" if row["pl1_norm"] is None else f"{row['pl1_norm']:.4f}"
+        print(f"{row['encoder']:<22}{row['acc']:>8.2f}{row['asr']:>8.2f}{row['asr_nontarget']:>8.2f}"
+              f"{row['verdict']:>10}{pl1:>8}{row['seconds']:>9}")
+    other = {label: seconds for label, seconds in run.seconds.items() if label in ("evaluate", "scan")}
+    print(", ".join(f"{label} {seconds:.0f} s" for label, seconds in other.items()))
+    if args.publish:
+        from results import publish
+
+        notes = ("seconds: wall time of the step that made the encoder (cached: made by an earlier run); "
+                 + ", ".join(f"{label} of all encoders {seconds:.0f} s" for label, seconds in other.items())
+                 + (f"; reading the CIFAR-10 folder took {folder_seconds:.1f} s" if folder_seconds else ""))
+        publish("cifar-chain", title, table, [("encoder", "encoder"), ("acc", "ACC %"), ("asr", "ASR %"),
+                                              ("asr_nontarget", "ASR non-target %"), ("verdict", "scan"),
+                                              ("pl1_norm", "PL1-norm"), ("seconds", "seconds")],
+                notes=notes, load=args.load)
     if args.json_out:
         args.json_out.write_text(json.dumps({"settings": vars(args) | {"archive": str(args.archive),
                                                                       "cache": str(args.cache), "json_out": None},
