@@ -2,8 +2,10 @@
 
     python benchmarks/vit_study.py [--arch vit-p4-d4-w64] [--pretrain-epochs 16] [--pretrain-lr 1e-3]
         [--num-references 100] [--poison-epochs 6] [--family shapes] [--device cpu] [--out-dir benchmarks/cache/vit]
+        [--train N]
 
-Every step is a real command (outputs cached in --out-dir, reused when present):
+Every step runs what the command of that name runs, through the Python API in-process (outputs cached
+in --out-dir, reused when present); the table goes to benchmarks/RESULTS.md (section `vit-study`):
   1. `pretrain` the ViT with SimCLR on builtin:FAMILY;
   2. `poison` it with BadEncoder (white-square trigger, target class 0, references of FAMILY);
   3. `distill` with no options: the recommended recipe on the 5% clean subset of builtin:FAMILY;
@@ -20,22 +22,21 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Callable
 
-from attacks import cli
+import encoder_clean as ec
+from results import publish
 
-TRIGGER, TARGET = "white-square", "0"
-
-
-def timed(*args: str, device: str, ok: tuple[int, ...] = (0,)) -> tuple[dict, float]:
-    """One real command (attacks.cli): its JSON and wall seconds."""
-    started = time.perf_counter()
-    return cli(*args, device=device, ok=ok), time.perf_counter() - started
+TRIGGER, TARGET = "white-square", 0
 
 
-def cached(path: Path, *args: str, device: str) -> float | None:
+def cached(path: Path, make: Callable[[], ec.TrainResult]) -> float | None:
+    """Make and save the encoder at `path` unless it is there; the seconds it took, or None if cached."""
     if path.exists():
         return None
-    return timed(*args, "--out", str(path), device=device)[1]
+    started = time.perf_counter()
+    make().save(path)
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -48,36 +49,42 @@ def main() -> None:
     parser.add_argument("--poison-epochs", type=int, default=6)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache/vit"))
+    parser.add_argument("--train", type=int, default=None, help="training images of the built-in family (default: all)")
+    parser.add_argument("--load", default="", help="what else ran on the machine meanwhile, for the table's note")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    data = f"builtin:{args.family}"
-    stem = f"{args.arch}_{args.family}_e{args.pretrain_epochs}"
+    data = f"builtin:{args.family}" + (f"?train={args.train}" if args.train else "")
+    stem = f"{args.arch}_{args.family}_e{args.pretrain_epochs}" + (f"_n{args.train}" if args.train else "")
     clean = args.out_dir / f"{stem}_clean.safetensors"
     poisoned = args.out_dir / f"{stem}_badencoder_r{args.num_references}_e{args.poison_epochs}.safetensors"
     cleaned = poisoned.with_name(poisoned.stem + "_distilled.safetensors")
-    seconds = {
-        "pretrain": cached(clean, "pretrain", "--arch", args.arch, "--data", data, "--epochs",
-                           str(args.pretrain_epochs), "--lr", str(args.pretrain_lr), device=args.device),
-        "poison": cached(poisoned, "poison", str(clean), "--attack", "badencoder", "--trigger", TRIGGER,
-                         "--target-class", TARGET, "--data", data, "--reference-data", data, "--num-references",
-                         str(args.num_references), "--epochs", str(args.poison_epochs), device=args.device),
-        "distill": cached(cleaned, "distill", str(poisoned), "--data", data, device=args.device),
-    }
+    run = {"device": args.device}
+    made = [
+        cached(clean, lambda: ec.pretrain(data, ec.PretrainConfig(arch=args.arch, epochs=args.pretrain_epochs,
+                                                                  lr=args.pretrain_lr), **run)),
+        cached(poisoned, lambda: ec.poison(clean, data, ec.PoisonConfig(
+            attack="badencoder", trigger=TRIGGER, target_class=TARGET, reference_data=data,
+            num_references=args.num_references, epochs=args.poison_epochs), **run)),
+        cached(cleaned, lambda: ec.distill(poisoned, data, **run)),
+    ]
     encoders = {"clean": clean, "poisoned (BadEncoder)": poisoned, "distilled (recommended recipe)": cleaned}
-    report = cli("evaluate", *map(str, encoders.values()), "--data", data, "--trigger", TRIGGER,
-                    "--target-class", TARGET, device=args.device)
-    scans, scan_seconds = timed("scan", *map(str, encoders.values()), device=args.device, ok=(0, 1))
-    verdicts = scans["encoders"]
-    print(f"\n{args.arch} pre-trained on {data} ({args.pretrain_epochs} epochs, lr {args.pretrain_lr}); "
-          f"linear probe on {data}; trigger {TRIGGER}, target class {TARGET}; device {args.device}")
-    print("| encoder | ACC % | ASR % | ASR non-target % | scan verdict | PL1-norm | made in s |")
-    print("| --- | ---: | ---: | ---: | --- | ---: | ---: |")
-    made = [seconds["pretrain"], seconds["poison"], seconds["distill"]]
-    for (name, _), row, verdict, took in zip(encoders.items(), report["encoders"], verdicts, made):
-        took_text = "cached" if took is None else f"{took:.0f}"
-        print(f"| {name} | {row['acc']:.2f} | {row['asr']:.2f} | {row['asr_nontarget']:.2f} | "
-              f"{verdict['verdict']} | {verdict['pl1_norm']:.4f} | {took_text} |")
-    print(f"scan: {scan_seconds:.0f} s for the three")
+    report = ec.evaluate(list(encoders.values()), data, ec.EvalConfig(trigger=TRIGGER, target_class=TARGET), **run)
+    started = time.perf_counter()
+    verdicts = [ec.scan(path, "builtin", **run) for path in encoders.values()]
+    scan_seconds = time.perf_counter() - started
+    rows = [{"encoder": name, **{key: row.as_dict()[key] for key in ("acc", "asr", "asr_nontarget")},
+             "verdict": verdict.verdict, "score": round(verdict.score, 4), "margin": round(verdict.margin, 4),
+             "made_seconds": "cached" if took is None else round(took)}
+            for (name, _), row, verdict, took in zip(encoders.items(), report.encoders, verdicts, made)]
+    columns = [("encoder", "encoder"), ("acc", "ACC %"), ("asr", "ASR %"), ("asr_nontarget", "ASR non-target %"),
+               ("verdict", "scan verdict"), ("score", "scan score"), ("margin", "margin"),
+               ("made_seconds", "made in s")]
+    for row in rows:
+        print(" | ".join(str(row[key]) for key, _ in columns))
+    publish("vit-study", f"A small ViT ({args.arch})", rows, columns, load=args.load,
+            notes=f"{args.arch} pre-trained on {data} ({args.pretrain_epochs} epochs, lr {args.pretrain_lr}); linear "
+                  f"probe on {data}; trigger {TRIGGER}, target class {TARGET}; `scan` with its defaults on builtin "
+                  f"took {scan_seconds:.0f} s for the three; device {args.device}.")
 
 
 if __name__ == "__main__":
