@@ -64,8 +64,10 @@ def machine() -> str:
 
 
 def _cell(value: Any) -> str:
+    """Floats keep the digits they were rounded to, and at least two (12.5 -> 12.50, 0.1227 stays)."""
     if isinstance(value, float):
-        return f"{value:.2f}"
+        digits = len(f"{value:.6f}".rstrip("0").split(".")[1])
+        return f"{value:.{max(2, digits)}f}"
     return "" if value is None else str(value)
 
 
