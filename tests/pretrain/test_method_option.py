@@ -72,7 +72,8 @@ def test_pretrain_records_the_method_and_its_settings(tmp_path):
     assert json.loads(result.stdout)["method"] == "mocov2"
     loaded = load_encoder(str(out))
     assert loaded.setting("method") == "mocov2"
-    assert loaded.setting("method_settings") == {"temperature": 0.2, "queue_size": 16, "momentum": 0.99}
+    assert loaded.setting("method_settings") == {"temperature": 0.2, "queue_size": 16, "momentum": 0.99,
+                                                 "symmetric": False}
     assert "--method mocov2" in loaded.metadata["produced_by"]
 
 
