@@ -17,7 +17,7 @@ from encoder_clean.defenses.registry import run_defense
 from encoder_clean.distill.students import StudentInputs, get_student
 from encoder_clean.encoders.io import load_encoder
 from encoder_clean.errors import UserError
-from tests.cli.test_cli import ARCH, run_cli, runner
+from tests.cli.test_cli import ARCH, runner
 
 CPU = torch.device("cpu")
 TINY = "builtin?train=64&test=20"
@@ -66,9 +66,10 @@ def test_the_warmup_student_trains_with_the_method_given(tiny_encoder, tiny_data
 
 def test_pretrain_records_the_method_and_its_settings(tmp_path):
     out = tmp_path / "moco.safetensors"
-    result = run_cli("pretrain", "--data", TINY, "--arch", ARCH, "--epochs", "1", "--batch-size", "32",
-                     "--method", "mocov2", "-o", "queue_size=16", "--out", str(out), "--device", "cpu", "--json", "-")
-    assert result.returncode == 0, result.stderr
+    result = runner.invoke(app, ["pretrain", "--data", TINY, "--arch", ARCH, "--epochs", "1", "--batch-size", "32",
+                                 "--method", "mocov2", "-o", "queue_size=16", "--out", str(out), "--device", "cpu",
+                                 "--json", "-"])
+    assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["method"] == "mocov2"
     loaded = load_encoder(str(out))
     assert loaded.setting("method") == "mocov2"
