@@ -255,7 +255,7 @@ def save_encoder(encoder: Encoder, path: str | Path, *, produced_by: str,
 
 def checkpoint_metadata(encoder: Encoder, *, produced_by: str, parent_sha256: str | None = None,
                         settings: Mapping[str, object] | None = None) -> dict[str, str]:
-    """The provenance and architecture strings every output carries (DESIGN "Checkpoint format")."""
+    """The provenance and architecture strings every output carries (docs/formats.md)."""
     metadata = {"format_version": FORMAT_VERSION, "produced_by": produced_by, "parent_sha256": parent_sha256 or ""}
     metadata.update({k: encode_value(v) for k, v in encoder.spec().items()})
     for key, value in (settings or {}).items():

@@ -9,7 +9,7 @@ and pattern `p` exist such that the stamped shadow images `(1 - m) * x + m * p` 
 embedding. A clean encoder needs most of the image replaced before that happens. The search minimises
 `(1 - mean pairwise cosine similarity) + lambda * PL1(m)`, `PL1 = ||m||_1 / (H * W)`, with mask and
 pattern tanh-parameterised, Adam (betas 0.5, 0.9), and `lambda` raised or lowered by a factor whenever the
-similarity stays above or below its target for `patience` steps (REFERENCE.md, "Scanners").
+similarity stays above or below its target for `patience` steps (DECREE, Feng et al., CVPR 2023).
 
 Beyond plain DECREE: several restarts from different initial mask
 coverages run side by side as one batch (the smallest mask that reaches the target wins), and the

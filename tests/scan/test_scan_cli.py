@@ -59,7 +59,7 @@ def test_clean_verdict_exits_0_with_json_and_png(checkpoints, tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["verdict"] == "clean" and report["version"] and report["seconds"] > 0
-    for key in ("source", "score", "threshold", "margin", "pl1_norm", "trigger_png"):  # DESIGN.md's fields and more
+    for key in ("source", "score", "threshold", "margin", "pl1_norm", "trigger_png"):  # docs/json.md's single-encoder fields
         assert key in report
     assert report["threshold"] == 1000 and 0 <= report["pl1_norm"] <= 1
     assert report["margin"] == pytest.approx(report["score"] - 1000, abs=1e-6) and report["margin"] < 0
