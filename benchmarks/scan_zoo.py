@@ -322,9 +322,12 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
 def publish_results(rows: list[dict], summary: dict, args: argparse.Namespace) -> None:
     from results import publish
 
+    def cell(value: float) -> object:
+        return "-" if value != value else value
+
     table = [{"method": method, "auroc": f"{s['auroc']:.3f}", "shipped": s["shipped"],
               "shipped_tpr": f"{s['shipped_rates'][0]:.1f}", "shipped_fpr": f"{s['shipped_rates'][1]:.1f}",
-              "calibrated": s["calibrated"], "calibrated_tpr": f"{s['calibrated_rates'][0]:.1f}",
+              "calibrated": cell(s["calibrated"]), "calibrated_tpr": f"{s['calibrated_rates'][0]:.1f}",
               "calibrated_fpr": f"{s['calibrated_rates'][1]:.1f}"} for method, s in summary.items()]
     publish("scan-zoo", "scan on a zoo split before scanning (held-out part)", table,
             [("method", "method"), ("auroc", "AUROC"), ("shipped", "shipped threshold"), ("shipped_tpr", "TPR %"),
