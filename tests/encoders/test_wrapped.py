@@ -108,7 +108,7 @@ def test_commands_run_on_wrapped_models_and_outputs_reload(hub, tmp_path):  # no
         out = tmp_path / f"{kind}-student.safetensors"
         commands = [
             ["evaluate", source, "--data", data, "--probe-epochs", "2"],
-            ["scan", source, "--shadow-images", "16", "--option", "steps=3", "--option", "restarts=1"],
+            ["scan", source, "--shadow-images", "16", "--option", "steps=3", "--option", "grid=2"],
             ["purify", source, "--method", "ft", "--data", data, "--clean-fraction", "0.5", "--epochs", "1",
              "--out", str(tmp_path / f"{kind}-ft.safetensors")],
             ["distill", source, "--data", data, "--clean-fraction", "0.5", "--epochs", "1", "--batch-size", "16",
@@ -162,12 +162,13 @@ def test_scan_inverts_at_the_encoder_resolution(tmp_path):
     MODELS["timm-resnet"](folder)
     png = tmp_path / "trigger.png"
     result = runner.invoke(app, ["scan", str(folder), "--shadow-images", "8", "--option", "steps=2", "--option",
-                                 "restarts=1", "--trigger-out", str(png), "--quiet", "--json", "-"])
+                                 "grid=2", "--trigger-out", str(png), "--quiet", "--json", "-"])
     assert result.exit_code in (0, 1), result.output
     from PIL import Image
     with Image.open(png) as image:
-        # stamp | mask | pattern, side by side, at the encoder's input size
-        assert image.size == (3 * 176, 176) == (3 * load_encoder(str(folder)).encoder.image_size, 176)
+        # panels side by side (a stamped shadow image, the stamp, mask and pattern), at the encoder's input size
+        side = load_encoder(str(folder)).encoder.image_size
+        assert side == 176 and image.size == (4 * side, side)
 
 
 def test_format_of_another_library_is_refused_before_training(tmp_path):
