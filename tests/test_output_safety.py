@@ -27,8 +27,8 @@ def test_a_full_disk_is_refused_before_training(tmp_path, monkeypatch):
     monkeypatch.setattr("encoder_clean.fileio.shutil.disk_usage", lambda _: usage._replace(free=1000))
     out = tmp_path / "out.safetensors"
     started = []
-    pretrain_module = importlib.import_module("encoder_clean.cli.pretrain")  # the package re-exports the command
-    monkeypatch.setattr(pretrain_module, "pretrain_encoder", lambda *a, **k: started.append(1))
+    loop = importlib.import_module("encoder_clean.pretrain")  # where api.pretrain finds the training loop
+    monkeypatch.setattr(loop, "pretrain_encoder", lambda *a, **k: started.append(1))
     result = runner.invoke(app, [*PRETRAIN, "--epochs", "1", "--out", str(out)])
     assert result.exit_code == 2 and "MiB free" in _one_error_line(result)
     assert not started and not out.exists()
