@@ -65,15 +65,12 @@ def scan(
     dataset = api.load_data(data, output.progress())
     settings = api.ScanConfig(method=method, threshold=limit, shadow_images=shadow_images, options=tuple(option or ()))
 
-    rows, results = [], []
-    for index, item in enumerate(loaded):
-        result = api.scan(item, dataset, settings, device=device, seed=seed, progress=output.progress())
-        row = {**result.row(), "trigger_png": None}
-        if pngs:
-            row["trigger_png"] = str(write_trigger_png(pngs[index], result.mask, result.pattern,
-                                                       example=result.example))
-        rows.append(row)
-        results.append(result)
+    results = [api.scan(item, dataset, settings, device=device, seed=seed, progress=output.progress())
+               for item in loaded]
+    # PNGs only once every encoder is scanned: a scan that fails partway leaves no output behind
+    rows = [{**result.row(), "trigger_png": None} for result in results]
+    for path, row, result in zip(pngs, rows, results):
+        row["trigger_png"] = str(write_trigger_png(path, result.mask, result.pattern, example=result.example))
 
     backdoors = sum(row["verdict"] == BACKDOOR for row in rows)
     if sarif is not None:

@@ -128,3 +128,24 @@ def test_missing_or_corrupt_encoder_exits_2(tmp_path, checkpoints):
     corrupt.write_bytes(b"not a checkpoint")
     assert_clean_error(scan(str(tmp_path / "missing.safetensors"), *FAST))
     assert_clean_error(scan(checkpoints[0], str(corrupt), *FAST))
+
+
+def test_a_scan_that_fails_partway_leaves_no_trigger_png(checkpoints, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from encoder_clean import api
+    from encoder_clean.cli import app
+    from encoder_clean.errors import RunFailed
+
+    real_scan, calls = api.scan, []
+
+    def second_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RunFailed("the second scan failed")
+        return real_scan(*args, **kwargs)
+
+    monkeypatch.setattr(api, "scan", second_fails)
+    result = CliRunner().invoke(app, ["scan", *checkpoints, *FAST, "--trigger-out", str(tmp_path / "t.png")])
+    assert result.exit_code == 3 and len(calls) == 2, result.output
+    assert list(tmp_path.iterdir()) == []
