@@ -9,7 +9,7 @@ Steps (each output cached under --cache, so a rerun only computes what is missin
    (`distill --finetune ft --student warmup --loss at`) and the default `distill`;
 5. `evaluate` every encoder on CIFAR-10 (linear probe; ACC, ASR, ASR over non-target images) with the
    10x10 white square and target class 0;
-6. `scan` every encoder (verdict, PL1-norm).
+6. `scan` every encoder (verdict, score against the threshold).
 
     python benchmarks/cifar_chain.py [--archive ../shared/data/cifar10-jpg.tar.gz] [--arch resnet18-cifar-w16]
         [--pretrain-epochs 12] [--augment simclr] [--poison-epochs 1] [--threads 2] [--cache benchmarks/cache/cifar]
@@ -115,6 +115,8 @@ def main() -> None:
     parser.add_argument("--poison-epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--attacks", nargs="+", choices=ATTACKS, default=list(ATTACKS))
+    parser.add_argument("--defenses", nargs="+", choices=list(DEFENSES), default=list(DEFENSES))
     parser.add_argument("--skip-scan", action="store_true")
     parser.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "cache" / "cifar")
     parser.add_argument("--json-out", type=Path, default=None, help="also write every figure here")
@@ -133,12 +135,12 @@ def main() -> None:
     random = run.cached("random init", args.cache / f"random_{args.arch}.safetensors", "pretrain", "--data", data,
                         "--arch", args.arch, "--epochs", "0")
     encoders: dict[str, Path] = {"random init": random, "clean": clean}
-    for attack in ATTACKS:
+    for attack in args.attacks:
         poisoned = run.cached(f"poison {attack}", args.cache / f"{attack}_{tag}_p{args.poison_epochs}.safetensors",
                               "poison", str(clean), "--attack", attack, "--trigger", TRIGGER, "--target-class",
                               str(TARGET_CLASS), "--data", data, "--epochs", str(args.poison_epochs))
         encoders[attack] = poisoned
-        for name, command in DEFENSES.items():
+        for name, command in ((d, DEFENSES[d]) for d in args.defenses):
             out = args.cache / f"{poisoned.stem}_{name}.safetensors"
             encoders[f"{attack} + {name}"] = run.cached(f"{name} on {attack}", out, command[0], str(poisoned),
                                                         *command[1:], "--data", data)
@@ -149,21 +151,21 @@ def main() -> None:
     if not args.skip_scan:
         scanned = run("scan", "scan", *map(str, encoders.values()), "--data", data, ok=(0, 1))
         for name, result in zip(encoders, scanned["encoders"]):
-            rows[name].update(verdict=result["verdict"], pl1_norm=result["pl1_norm"])
+            rows[name].update(verdict=result["verdict"], score=result["score"], threshold=result["threshold"])
 
     step_of = {"random init": "random init", "clean": "pretrain", **{a: f"poison {a}" for a in ATTACKS},
                **{f"{a} + {d}": f"{d} on {a}" for a in ATTACKS for d in DEFENSES}}
     table = [{"encoder": name, "acc": row["acc"], "asr": row["asr"], "asr_nontarget": row["asr_nontarget"],
-              "verdict": row.get("verdict", "-"), "pl1_norm": row.get("pl1_norm"),
+              "verdict": row.get("verdict", "-"), "score": row.get("score"), "threshold": row.get("threshold"),
               "seconds": run.seconds.get(step_of[name], "cached")} for name, row in rows.items()]
     title = (f"Real CIFAR-10: {args.arch}, pretrain {args.pretrain_epochs} epochs ({args.augment}), poison "
              f"{args.poison_epochs} epoch(s), target class {TARGET_CLASS}, {TRIGGER}, linear probe")
     print(f"\n{title}, {args.threads} threads, device {args.device}")
-    print(f"{'encoder':<22}{'ACC':>8}{'ASR':>8}{'ASR-nt':>8}{'scan':>10}{'PL1':>8}{'seconds':>9}")
+    print(f"{'encoder':<22}{'ACC':>8}{'ASR':>8}{'ASR-nt':>8}{'scan':>10}{'score':>8}{'seconds':>9}")
     for row in table:
-        pl1 = "-" if row["pl1_norm"] is None else f"{row['pl1_norm']:.4f}"
+        score = "-" if row["score"] is None else f"{row['score']:.3f}"
         print(f"{row['encoder']:<22}{row['acc']:>8.2f}{row['asr']:>8.2f}{row['asr_nontarget']:>8.2f}"
-              f"{row['verdict']:>10}{pl1:>8}{row['seconds']:>9}")
+              f"{row['verdict']:>10}{score:>8}{row['seconds']:>9}")
     other = {label: seconds for label, seconds in run.seconds.items() if label in ("evaluate", "scan")}
     print(", ".join(f"{label} {seconds:.0f} s" for label, seconds in other.items()))
     if args.publish:
@@ -174,7 +176,8 @@ def main() -> None:
                  + (f"; reading the CIFAR-10 folder took {folder_seconds:.1f} s" if folder_seconds else ""))
         publish("cifar-chain", title, table, [("encoder", "encoder"), ("acc", "ACC %"), ("asr", "ASR %"),
                                               ("asr_nontarget", "ASR non-target %"), ("verdict", "scan"),
-                                              ("pl1_norm", "PL1-norm"), ("seconds", "seconds")],
+                                              ("score", "scan score"), ("threshold", "threshold"),
+                                              ("seconds", "seconds")],
                 notes=notes, load=args.load)
     if args.json_out:
         args.json_out.write_text(json.dumps({"settings": vars(args) | {"archive": str(args.archive),
