@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from encoder_clean.evaluate.probe import PROBES, probe_config, train_probe
+from encoder_clean.evaluate.probe import get_probe, probe_config, train_probe
 
 
 def features(count: int, dim: int, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,7 +28,7 @@ def plain_loop(x: torch.Tensor, y: torch.Tensor, classes: int, epochs: int, thre
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = PROBES["mlp"][0](x, classes)
+    model = get_probe("mlp").build(x, classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     steps = 0
     started = time.perf_counter()

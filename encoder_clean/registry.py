@@ -1,5 +1,6 @@
 """One small name -> item registry shared by every registry of the project: architectures, data formats,
-trigger kinds, pre-training methods, attacks, defenses, students and distillation losses."""
+trigger kinds, pre-training methods, attacks, defenses, students, distillation losses, scan methods and
+downstream probes."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ Item = TypeVar("Item")
 
 
 class Registry(Generic[Item]):
-    """Items by name; `kind` names them in messages ("unknown defense 'x'; known: ft, fp")."""
+    """Items by name; `kind` names them in messages ("unknown defense 'x'; known: ft, fp"), and `flag`, for
+    a registry that one CLI option chooses from, names that option ("--probe x: unknown probe; known: ...")."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, flag: str | None = None):
         self.kind = kind
+        self.flag = flag
         self._items: dict[str, Item] = {}
 
     def register(self, name: str, item: Item) -> Item:
@@ -25,8 +28,14 @@ class Registry(Generic[Item]):
 
     def get(self, name: str) -> Item:
         if name not in self._items:
-            raise UserError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}")
+            raise UserError(self._unknown(name))
         return self._items[name]
+
+    def _unknown(self, name: str) -> str:
+        known = ", ".join(sorted(self._items))
+        if self.flag:
+            return f"{self.flag} {name}: unknown {self.kind}; known: {known}"
+        return f"unknown {self.kind} {name!r}; known: {known}"
 
     def items(self) -> dict[str, Item]:
         return dict(sorted(self._items.items()))

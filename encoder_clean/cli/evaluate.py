@@ -12,7 +12,7 @@ from encoder_clean.cli.common import (ArchOption, PrefixOption, DataOption, Devi
                                       SeedOption, about, handle_errors)
 from encoder_clean.cli.reading import open_encoder
 from encoder_clean.errors import UserError
-from encoder_clean.evaluate.probe import PROBES, probe_config
+from encoder_clean.evaluate.probe import list_probes, probe_config
 
 
 @handle_errors
@@ -21,7 +21,7 @@ def evaluate(
     data: DataOption = "builtin",
     trigger: Annotated[Optional[str], typer.Option("--trigger", help="Trigger to stamp on test images (default: the checkpoint's, else white-square).")] = None,
     target_class: Annotated[Optional[int], typer.Option("--target-class", help="Attack target class K (default: the checkpoint's, else 0).")] = None,
-    probe: Annotated[str, typer.Option("--probe", help=f"Downstream probe: {' or '.join(PROBES)}.")] = "linear",
+    probe: Annotated[str, typer.Option("--probe", help=f"Downstream probe: {' or '.join(list_probes())}.")] = "linear",
     probe_epochs: Annotated[Optional[int], typer.Option("--probe-epochs", help="MLP probe: training epochs (default 100; the papers use 500). Linear probe: L-BFGS iterations (default 100).")] = None,
     arch: ArchOption = None,
     prefix: PrefixOption = None,

@@ -21,7 +21,7 @@ from encoder_clean.distill.trainer import DistillConfig
 from encoder_clean.encoders import list_archs
 from encoder_clean.options import describe_options
 from encoder_clean.pretrain import list_methods
-from encoder_clean.scan import METHODS as SCAN_METHODS
+from encoder_clean.scan import list_methods as list_scan_methods
 from encoder_clean.triggers import trigger_help
 
 
@@ -92,7 +92,7 @@ def _losses() -> Table:
 
 def _scans() -> Table:
     table = _table("scan method", "description", "score > threshold = backdoor", "settings (scan --option KEY=VALUE)")
-    for name, method in SCAN_METHODS.items():
+    for name, method in list_scan_methods().items():
         table.add_row(name, method.description, f"{method.score} > {method.threshold:g} ({method.calibration})",
                       _settings(method.config))
     return table

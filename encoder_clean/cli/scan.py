@@ -17,7 +17,7 @@ from encoder_clean.cli.common import (ArchOption, PrefixOption, DataOption, Devi
 from encoder_clean.cli.reading import open_encoder
 from encoder_clean.errors import UserError
 from encoder_clean.options import describe_options
-from encoder_clean.scan import METHODS, scan_config
+from encoder_clean.scan import list_methods, scan_config
 from encoder_clean.scan.report import write_sarif, write_trigger_png
 from encoder_clean.scan.verdict import BACKDOOR, get_method
 
@@ -29,7 +29,7 @@ def scan(
     encoders: Annotated[list[str], typer.Argument(metavar="ENCODER...", help="Checkpoint files or hf://OWNER/REPO[/PATH][@REV].")],
     data: DataOption = "builtin",
     shadow_images: Annotated[int, typer.Option("--shadow-images", help="Clean shadow images: a class-balanced sample of the training split of --data, drawn by --seed.")] = 1000,
-    method: Annotated[str, typer.Option("--method", help=f"Scan method: {', '.join(METHODS)} (see `encoder-clean list scans`; `decree` = DECREE's published settings).")] = "encoder-clean",
+    method: Annotated[str, typer.Option("--method", help=f"Scan method: {', '.join(list_methods())} (see `encoder-clean list scans`; `decree` = DECREE's published settings).")] = "encoder-clean",
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="Backdoor when the score is above this (default: the method's; see `encoder-clean list scans`).")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="Any setting of the method (steps, batch_size, lr, ...), repeatable.")] = None,
     trigger_out: Annotated[Optional[Path], typer.Option("--trigger-out", metavar="PNG", help="Write the inverted trigger (a shadow image stamped with it | stamp | mask | pattern) as a PNG; with several encoders, -N is added before .png.")] = None,

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoder_clean.errors import UserError
+from encoder_clean.registry import Registry
 from encoder_clean.runtime import NULL_PROGRESS, Progress, single_cpu_thread
 
 
@@ -53,16 +54,36 @@ def _mlp(features: torch.Tensor, num_classes: int) -> nn.Module:
     )
 
 
-PROBES: dict[str, tuple[Callable[[torch.Tensor, int], nn.Module], ProbeConfig]] = {
-    "linear": (_linear, ProbeConfig("linear", epochs=100, lr=1.0, weight_decay=1e-4, full_batch=True)),
-    "mlp": (_mlp, ProbeConfig("mlp", epochs=100, batch_size=64, lr=1e-4, weight_decay=0.0)),
-}
+@dataclass(frozen=True)
+class Probe:
+    """A probe kind: how to build the classifier for features of a given width, and how to train it."""
+
+    name: str
+    build: Callable[[torch.Tensor, int], nn.Module]  # (training features, number of classes) -> classifier
+    config: ProbeConfig
+
+
+_PROBES: Registry[Probe] = Registry("probe", flag="--probe")
+
+
+def register_probe(probe: Probe) -> Probe:
+    return _PROBES.register(probe.name, probe)
+
+
+def get_probe(name: str) -> Probe:
+    return _PROBES.get(name)
+
+
+def list_probes() -> dict[str, Probe]:
+    return _PROBES.items()
+
+
+register_probe(Probe("linear", _linear, ProbeConfig("linear", epochs=100, lr=1.0, weight_decay=1e-4, full_batch=True)))
+register_probe(Probe("mlp", _mlp, ProbeConfig("mlp", epochs=100, batch_size=64, lr=1e-4, weight_decay=0.0)))
 
 
 def probe_config(kind: str, epochs: int | None = None) -> ProbeConfig:
-    if kind not in PROBES:
-        raise UserError(f"--probe {kind}: unknown probe; known: {', '.join(PROBES)}")
-    config = PROBES[kind][1]
+    config = get_probe(kind).config
     if epochs is not None:
         if epochs < 1:
             raise UserError(f"--probe-epochs {epochs}: must be at least 1")
@@ -74,7 +95,7 @@ def train_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, 
                 seed: int, progress: Progress = NULL_PROGRESS) -> nn.Module:
     """Fit a probe of `config.kind` to (features, labels); both live on the same device."""
     torch.manual_seed(seed)
-    probe = PROBES[config.kind][0](features, num_classes).to(features.device)
+    probe = get_probe(config.kind).build(features, num_classes).to(features.device)
     if config.full_batch:
         return _fit_full_batch(probe, features, labels, config, progress)
     optimizer = torch.optim.Adam(probe.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -133,7 +154,7 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     probe = _linear(features, num_classes).to(features.device)
     nn.init.zeros_(probe[1].weight)
     nn.init.zeros_(probe[1].bias)
-    config = replace(PROBES["linear"][1], epochs=steps, weight_decay=weight_decay)
+    config = replace(get_probe("linear").config, epochs=steps, weight_decay=weight_decay)
     return _fit_full_batch(probe, features, labels, config, NULL_PROGRESS)
 
 

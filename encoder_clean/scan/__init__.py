@@ -1,5 +1,5 @@
 """Backdoor scanning: `run_scan(encoder, shadow, method=...) -> ScanOutcome`, one entry point for the CLI
-and the Python API; the methods live in a registry (`encoder_clean.scan.verdict.METHODS`)."""
+and the Python API; the methods live in a registry (`list_methods()`, `encoder_clean.scan.verdict`)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from encoder_clean.errors import UserError
 from encoder_clean.options import apply_options
 from encoder_clean.runtime import NULL_PROGRESS, Progress
 from encoder_clean.scan import methods as _methods  # noqa: F401  (registers the methods)
-from encoder_clean.scan.verdict import BACKDOOR, CLEAN, METHODS, get_method, margin_for, verdict_for
+from encoder_clean.scan.verdict import BACKDOOR, CLEAN, get_method, list_methods, margin_for, verdict_for
 
-__all__ = ["BACKDOOR", "CLEAN", "METHODS", "ScanOutcome", "run_scan", "scan_config"]
+__all__ = ["BACKDOOR", "CLEAN", "ScanOutcome", "list_methods", "run_scan", "scan_config"]
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from encoder_clean.encoders.base import Encoder
-from encoder_clean.errors import UserError
+from encoder_clean.registry import Registry
 from encoder_clean.runtime import Progress
 
 BACKDOOR, CLEAN = "backdoor", "clean"
@@ -44,20 +44,19 @@ class ScanMethod:
     run: Runner
 
 
-METHODS: dict[str, ScanMethod] = {}
+_METHODS: Registry[ScanMethod] = Registry("scan method")
 
 
 def register_method(method: ScanMethod) -> ScanMethod:
-    if method.name in METHODS:
-        raise ValueError(f"scan method {method.name!r} registered twice")
-    METHODS[method.name] = method
-    return method
+    return _METHODS.register(method.name, method)
 
 
 def get_method(name: str) -> ScanMethod:
-    if name not in METHODS:
-        raise UserError(f"unknown scan method {name!r}; available: {', '.join(METHODS)}")
-    return METHODS[name]
+    return _METHODS.get(name)
+
+
+def list_methods() -> dict[str, ScanMethod]:
+    return _METHODS.items()
 
 
 def verdict_for(score: float, threshold: float) -> str:

@@ -113,6 +113,6 @@ def test_version_and_list():
     result = runner.invoke(app, ["list", "archs"])
     assert result.exit_code == 0 and "resnet18-cifar-w16" in result.output
     for what, expected in (("defenses", "prune_ratio"), ("students", "warmup"), ("losses", "similarity"),
-                           ("attacks", "badencoder")):
+                           ("attacks", "badencoder"), ("scans", "decree")):
         result = runner.invoke(app, ["list", what])
         assert result.exit_code == 0 and expected in result.output, what

@@ -32,7 +32,7 @@ def test_probes_learn_separable_features(kind):
 
 
 def test_probe_options_are_checked():
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="^--probe svm: unknown probe; known: linear, mlp$"):
         probe_config("svm")
     with pytest.raises(UserError):
         probe_config("linear", epochs=0)

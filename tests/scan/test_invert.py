@@ -12,7 +12,7 @@ from encoder_clean.data.builtin import make_builtin
 from encoder_clean.encoders import create_encoder, list_archs
 from encoder_clean.errors import UserError
 from encoder_clean.pretrain import SimCLRConfig, pretrain_simclr
-from encoder_clean.scan import BACKDOOR, CLEAN, run_scan, scan_config
+from encoder_clean.scan import BACKDOOR, CLEAN, list_methods, run_scan, scan_config
 from encoder_clean.scan.decree import DecreeConfig, decree_invert
 from encoder_clean.scan.invert import mean_pairwise_cosine
 from encoder_clean.scan.verdict import get_method, margin_for, verdict_for
@@ -122,8 +122,13 @@ def test_bad_settings_are_user_errors(shapes, method, change):
     with pytest.raises(UserError):
         run_scan(create_encoder("resnet10-cifar-w8"), shapes.train.images[:8], method=method,
                  config=dataclasses.replace(get_method(method).config, **change))
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="unknown scan method 'nope'; known: decree, encoder-clean"):
         scan_config("nope")
+
+
+def test_scan_methods_are_registered():
+    assert list(list_methods()) == ["decree", "encoder-clean"]
+    assert get_method("decree").threshold == 0.9
 
 
 @pytest.mark.parametrize("arch", [info.name for info in list_archs()])
