@@ -29,6 +29,7 @@ import torch
 
 from encoder_clean.data.augment import augmentation
 from encoder_clean.data.dataset import Dataset, Split
+from encoder_clean.data.specs import class_count
 from encoder_clean.data.specs import load_data as _load_data_spec
 from encoder_clean.encoders import create_encoder
 from encoder_clean.encoders.base import Encoder
@@ -253,13 +254,12 @@ def poison(encoder: EncoderLike, data: DataLike, config: PoisonConfig = PoisonCo
     loaded = load_encoder(encoder, arch=arch)
     trigger_spec = config.trigger or spec.default_trigger
     load_trigger(trigger_spec, loaded.encoder.image_size)  # fail on a bad trigger before any long work
-    shadow = load_data(data, progress)
     given = config.reference_data
+    check_target_class(config.target_class, data if given is None else given)
+    shadow = load_data(data, progress)
     reference_spec = given.name if isinstance(given, Dataset) else given
     references = shadow if given is None or reference_spec == shadow.name else load_data(given)
-    if not 0 <= config.target_class < references.num_classes:
-        raise UserError(f"target class {config.target_class} is outside 0..{references.num_classes - 1} "
-                        f"for {references.name}")
+    check_target_class(config.target_class, references)
     seed_everything(seed)
     model = _working_copy(loaded, torch_device)
     target_images = references.train.images[references.train.labels == config.target_class]
@@ -345,6 +345,14 @@ def purify(encoder: EncoderLike, data: DataLike, config: PurifyConfig = PurifyCo
 
 def _data_name(data: DataLike) -> str:
     return data.name if isinstance(data, Dataset) else data
+
+
+def check_target_class(target: int, data: DataLike) -> None:
+    """A target class the data does not have is a usage error. On a spec this runs before the data is read
+    where the format counts classes cheaply (every built-in format does); on a Dataset it always runs."""
+    count = data.num_classes if isinstance(data, Dataset) else class_count(data)
+    if count is not None and not 0 <= target < count:
+        raise UserError(f"target class {target} is outside 0..{count - 1} for {_data_name(data)}")
 
 
 # ------------------------------------------------------------------------------ distill
@@ -485,9 +493,9 @@ def evaluate(encoders: EncoderLike | Sequence[EncoderLike], data: DataLike, conf
     loaded = [load_encoder(item, arch=arch) for item in many]
     trigger, target = attack_settings(loaded, config.trigger, config.target_class)
     stamps = trigger_stamps(trigger, loaded)
+    check_target_class(target, data)
     dataset = load_data(data, progress)
-    if target >= dataset.num_classes:
-        raise UserError(f"target class {target} is outside 0..{dataset.num_classes - 1} for {dataset.name}")
+    check_target_class(target, dataset)
     rows = []
     for item in loaded:
         model = _working_copy(item, torch_device)

@@ -235,4 +235,4 @@ def _load(argument: str, options: dict[str, str], progress: Progress = NULL_PROG
 
 
 register_format("builtin", _load, "builtin[:shapes|glyphs][?train=N&test=N&seed=S]",
-                "generated in memory: 32x32 RGB, 10 classes (default)")
+                "generated in memory: 32x32 RGB, 10 classes (default)", class_count=lambda argument, options: NUM_CLASSES)

@@ -270,8 +270,27 @@ def load_npz(argument: str, options: dict[str, str], progress: Progress = NULL_P
     return Dataset(spec, train, test, num_classes)
 
 
+def _folder_class_count(argument: str, options: dict[str, str]) -> int | None:
+    train_dir = Path(argument).expanduser() / "train"
+    return len(_class_folders(train_dir)) if train_dir.is_dir() else None
+
+
+def _npz_class_count(argument: str, options: dict[str, str]) -> int | None:
+    """The largest label + 1, as load_npz counts, from the label arrays alone (numpy reads an npz's members
+    one at a time, so the images stay unread)."""
+    path = Path(argument).expanduser()
+    files = ([(path / "train.npz", "y"), (path / "test.npz", "y")] if path.is_dir()
+             else [(path, "y_train"), (path, "y_test")])
+    largest = -1
+    for file, key in files:
+        with np.load(file, allow_pickle=False) as arrays:
+            largest = max(largest, int(arrays[key].max()))
+    return largest + 1
+
+
 register_format("folder", load_folder, "folder:ROOT[?size=N]",
-                "ImageFolder layout ROOT/train/<class>/*, ROOT/test/<class>/*, resized to N x N (32)")
+                "ImageFolder layout ROOT/train/<class>/*, ROOT/test/<class>/*, resized to N x N (32)",
+                class_count=_folder_class_count)
 register_format("npz", load_npz, "npz:PATH",
                 "a directory with train.npz and test.npz (x uint8 NHWC, y int), or one file with "
-                "x_train, y_train, x_test, y_test")
+                "x_train, y_train, x_test, y_test", class_count=_npz_class_count)

@@ -13,6 +13,8 @@ from encoder_clean.registry import Registry
 from encoder_clean.runtime import Progress
 
 Loader = Callable[[str, dict[str, str], Progress], Dataset]  # (argument, options, progress)
+# (argument, options) -> the number of classes, found without decoding any image; None when unknown
+ClassCounter = Callable[[str, dict[str, str]], "int | None"]
 
 
 @dataclass(frozen=True)
@@ -21,13 +23,15 @@ class DataFormat:
     loader: Loader
     usage: str
     description: str
+    class_count: ClassCounter | None = None  # lets commands check --target-class before the slow read
 
 
 FORMATS: Registry[DataFormat] = Registry("data format")
 
 
-def register_format(name: str, loader: Loader, usage: str, description: str) -> None:
-    FORMATS.register(name, DataFormat(name, loader, usage, description))
+def register_format(name: str, loader: Loader, usage: str, description: str,
+                    class_count: ClassCounter | None = None) -> None:
+    FORMATS.register(name, DataFormat(name, loader, usage, description, class_count))
 
 
 def take_int(options: dict[str, str], key: str, default: int, spec: str, low: int = 1,

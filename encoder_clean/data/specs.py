@@ -33,6 +33,23 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     return name.strip().lower(), argument, options
 
 
+def class_count(spec: str) -> int | None:
+    """The number of classes of the data a spec names, found without decoding its images (a folder's
+    class folders, an npz file's labels); None when the format cannot tell cheaply or the spec is bad
+    (`load_data` then says what is wrong)."""
+    try:
+        name, argument, options = parse_spec(spec)
+    except UserError:
+        return None
+    data_format = FORMATS.items().get(name)
+    if data_format is None or data_format.class_count is None:
+        return None
+    try:
+        return data_format.class_count(argument, dict(options))
+    except Exception:  # a broken spec or file is reported by load_data, in its own words
+        return None
+
+
 def load_data(spec: str, progress: Progress = NULL_PROGRESS) -> Dataset:
     """Read the dataset a spec names; every failure a user can cause is a one-line UserError.
 

@@ -327,10 +327,14 @@ def load_svhn(argument: str, options: dict[str, str], progress: Progress = NULL_
 
 
 register_format("cifar10", load_cifar10, "cifar10:ROOT",
-                "CIFAR-10 in torchvision's layout (cifar-10-batches-py or -bin under ROOT)")
+                "CIFAR-10 in torchvision's layout (cifar-10-batches-py or -bin under ROOT)",
+                class_count=lambda argument, options: len(CIFAR10_CLASSES))
 register_format("stl10", load_stl10, "stl10:ROOT[?size=N]",
-                "STL-10 in torchvision's layout (ROOT/stl10_binary), resized to N x N (32)")
+                "STL-10 in torchvision's layout (ROOT/stl10_binary), resized to N x N (32)",
+                class_count=lambda argument, options: len(STL10_CLASSES))
 register_format("gtsrb", load_gtsrb, "gtsrb:ROOT[?size=N]",
-                "GTSRB in torchvision's layout (ROOT/gtsrb/GTSRB), resized to N x N (32)")
+                "GTSRB in torchvision's layout (ROOT/gtsrb/GTSRB), resized to N x N (32)",
+                class_count=lambda argument, options: GTSRB_NUM_CLASSES)
 register_format("svhn", load_svhn, "svhn:ROOT",
-                "SVHN in torchvision's layout (ROOT/train_32x32.mat, ROOT/test_32x32.mat)")
+                "SVHN in torchvision's layout (ROOT/train_32x32.mat, ROOT/test_32x32.mat)",
+                class_count=lambda argument, options: 10)

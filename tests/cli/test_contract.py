@@ -159,6 +159,39 @@ def test_options_are_checked_before_the_data(command, extra, flag, checkpoint, t
     assert flag in line
 
 
+def class_sorted_folder(root: Path, classes: int) -> Path:
+    """A folder data set of `classes` classes whose images cannot be decoded: reading it fails loudly."""
+    for split in ("train", "test"):
+        for index in range(classes):
+            folder = root / split / f"class{index}"
+            folder.mkdir(parents=True)
+            (folder / "0.png").write_bytes(b"not a png")
+    return root
+
+
+def labels_only_npz(root: Path, classes: int) -> Path:
+    """npz arrays whose images are float (load_npz refuses them) and whose labels span `classes` classes."""
+    import numpy as np
+
+    root.mkdir()
+    for split in ("train", "test"):
+        np.savez(root / f"{split}.npz", x=np.zeros((classes, 4, 4, 3), np.float32), y=np.arange(classes))
+    return root
+
+
+@pytest.mark.parametrize("command", ["evaluate", "poison"])
+@pytest.mark.parametrize("data", ["builtin", "folder", "npz"])
+def test_a_target_class_the_data_lacks_is_caught_before_the_data_is_read(command, data, checkpoint, tmp_path):
+    spec = {"builtin": TINY, "folder": f"folder:{class_sorted_folder(tmp_path / 'images', 3)}",
+            "npz": f"npz:{labels_only_npz(tmp_path / 'arrays', 3)}"}[data]
+    target = 10 if data == "builtin" else 3
+    argv = [*commands(checkpoint, tmp_path / "o.safetensors")[command], "--target-class", str(target)]
+    argv[argv.index("--data") + 1] = spec
+    line = one_error_line(runner.invoke(app, argv))
+    assert f"target class {target} is outside 0..{target - 1}" in line, line
+    assert not (tmp_path / "o.safetensors").exists()
+
+
 def test_a_missing_relative_trigger_file_suggests_the_builtin(checkpoint, tmp_path, monkeypatch, no_data):
     monkeypatch.chdir(tmp_path)
     line = one_error_line(runner.invoke(app, ["evaluate", checkpoint, "--trigger",
