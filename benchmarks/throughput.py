@@ -48,7 +48,7 @@ from encoder_clean.distill.losses import FEATURES, parse_loss_spec  # noqa: E402
 from encoder_clean.distill.trainer import DistillConfig, LossTerms, distill, tap_widths  # noqa: E402
 from encoder_clean.encoders import create_encoder  # noqa: E402
 from encoder_clean.evaluate.features import extract_features  # noqa: E402
-from encoder_clean.pretrain import PretrainConfig, nt_xent, pretrain_encoder  # noqa: E402
+from encoder_clean.pretrain import PretrainLoopConfig, nt_xent, pretrain_encoder  # noqa: E402
 from encoder_clean.pretrain.simclr import SimCLRSettings  # noqa: E402
 from encoder_clean.runtime import prepare_model, resolve_device  # noqa: E402
 from encoder_clean.triggers import load_trigger  # noqa: E402
@@ -224,7 +224,7 @@ class Bench:
     def pretrain(self) -> dict:
         b, device = self.args.batch_size, self.device
         images = self.images_u8.to(device)
-        config = PretrainConfig(epochs=1, batch_size=b)
+        config = PretrainLoopConfig(epochs=1, batch_size=b)
         ours = self.ours(lambda timer: pretrain_encoder(prepare_model(self.encoder(), device), images, config,
                                                         seed=0, device=device, progress=timer))
         model = self.encoder().to(device).train()

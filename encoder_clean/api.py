@@ -187,14 +187,15 @@ class PretrainConfig:
 def pretrain(data: DataLike, config: PretrainConfig = PretrainConfig(), *, device: DeviceLike = "auto",
              seed: int = 0, progress: ProgressLike = None) -> TrainResult:
     """Pre-train a clean encoder of `config.arch` on the training split of `data`."""
-    from encoder_clean.pretrain import PretrainConfig as LoopConfig, get_method, pretrain_encoder
+    from encoder_clean.pretrain import PretrainLoopConfig, get_method, pretrain_encoder
 
     config.check()
     started = time.perf_counter()
     assignments = to_assignments(config.options)
     method_settings = get_method(config.method).settings(assignments)  # a bad method or setting, up front
-    loop = LoopConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                      augment=augmentation(config.augment), method=config.method, options=tuple(assignments))
+    loop = PretrainLoopConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                              augment=augmentation(config.augment), method=config.method,
+                              options=tuple(assignments))
     torch_device = _device(device)
     seed_everything(seed)
     dataset = load_data(data, progress)

@@ -19,7 +19,7 @@ from encoder_clean.attacks.registry import AttackInputs, AttackOutcome
 from encoder_clean.data.augment import augmentation, to_float, to_uint8
 from encoder_clean.encoders import create_encoder
 from encoder_clean.errors import UserError
-from encoder_clean.pretrain import DEFAULT_METHOD, PretrainConfig, pretrain_encoder
+from encoder_clean.pretrain import DEFAULT_METHOD, PretrainLoopConfig, pretrain_encoder
 from encoder_clean.runtime import device_generator
 from encoder_clean.triggers import Trigger
 
@@ -102,8 +102,8 @@ def run_data_poisoning(inputs: AttackInputs, config: DataPoisoningConfig, poison
         fresh = create_encoder(encoder.arch).to(inputs.device)
         encoder.load_state_dict(fresh.state_dict(), strict=False)
         encoder.head = None
-    victim = PretrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                            augment=augmentation(config.augment), method=config.method)
+    victim = PretrainLoopConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                                augment=augmentation(config.augment), method=config.method)
     stats = pretrain_encoder(encoder, poisoned.images, victim, seed=inputs.seed, device=inputs.device,
                              progress=inputs.progress, description=f"{description} ({config.method} on poisoned data)")
     used = inputs.target_images[torch.unique(poisoned.sources).to(inputs.target_images.device)]

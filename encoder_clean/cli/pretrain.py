@@ -15,10 +15,10 @@ from encoder_clean.cli.common import (CheckpointEveryOption, CompileOption, DEFA
                                       check_output, check_room, handle_errors, resumable, run_identity,
                                       training_command)
 from encoder_clean.encoders import create_encoder
-from encoder_clean.pretrain import DEFAULT_METHOD, PretrainConfig, list_methods
+from encoder_clean.pretrain import DEFAULT_METHOD, PretrainLoopConfig, list_methods
 
 DEFAULT_ARCH = "resnet18-cifar-w16"
-DEFAULTS = PretrainConfig()
+DEFAULTS = PretrainLoopConfig()
 
 
 @handle_errors

@@ -13,7 +13,7 @@ from typing import Callable
 from encoder_clean.data.augment import augmentation
 from encoder_clean.defenses.registry import Defense, DefenseInputs, DefenseOutcome, register_defense
 from encoder_clean.errors import UserError
-from encoder_clean.pretrain import DEFAULT_METHOD, PretrainConfig, pretrain_encoder
+from encoder_clean.pretrain import DEFAULT_METHOD, PretrainLoopConfig, pretrain_encoder
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class FinetuneConfig:
     temperature: float = 0.0  # 0: the method's own (SimCLR 0.5, MoCo v2 0.2; BYOL has none)
 
 
-def pretrain_settings(config: FinetuneConfig) -> PretrainConfig:
+def pretrain_settings(config: FinetuneConfig) -> PretrainLoopConfig:
     if config.epochs < 1:
         raise UserError("--epochs must be at least 1")
     if config.lr <= 0:
@@ -37,9 +37,9 @@ def pretrain_settings(config: FinetuneConfig) -> PretrainConfig:
     if config.temperature < 0:
         raise UserError(f"temperature must be positive (or 0 for the method's own), got {config.temperature}")
     options = (f"temperature={config.temperature}",) if config.temperature else ()
-    return PretrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                          weight_decay=config.weight_decay, warmup_steps=10, augment=augmentation(config.augment),
-                          method=config.method, options=options)
+    return PretrainLoopConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                              weight_decay=config.weight_decay, warmup_steps=10,
+                              augment=augmentation(config.augment), method=config.method, options=options)
 
 
 def finetune(inputs: DefenseInputs, config: FinetuneConfig, *, description: str = "fine-tuning",

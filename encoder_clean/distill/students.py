@@ -22,7 +22,7 @@ from encoder_clean.encoders.base import Encoder
 from encoder_clean.encoders.registry import create_encoder
 from encoder_clean.errors import UserError
 from encoder_clean.registry import Registry
-from encoder_clean.pretrain import DEFAULT_METHOD, PretrainConfig, pretrain_encoder
+from encoder_clean.pretrain import DEFAULT_METHOD, PretrainLoopConfig, pretrain_encoder
 from encoder_clean.runtime import NULL_PROGRESS, Progress, prepare_model
 
 
@@ -95,7 +95,7 @@ def _warmup(inputs: StudentInputs) -> Encoder:
     if inputs.warmup_epochs < 1:
         raise UserError("warmup_epochs must be at least 1 for the warm-up student")
     model = _void(inputs)
-    config = PretrainConfig(epochs=inputs.warmup_epochs, method=inputs.warmup_method)
+    config = PretrainLoopConfig(epochs=inputs.warmup_epochs, method=inputs.warmup_method)
     pretrain_encoder(model, inputs.clean_images, config, seed=inputs.seed, device=inputs.device,
                      progress=inputs.progress, description="warm-up student")
     return model

@@ -20,7 +20,10 @@ DEFAULT_METHOD = "simclr"
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainLoopConfig:
+    """How the training loop runs (the public `encoder_clean.PretrainConfig` is what a user asks for; it
+    also chooses the architecture and names the augmentation preset that this holds resolved)."""
+
     epochs: int = 2
     batch_size: int = 128
     lr: float = 3e-3
@@ -37,7 +40,7 @@ def two_views(images: torch.Tensor, size: int, g: torch.Generator, augment: Augm
     return views.contiguous(memory_format=torch.channels_last)
 
 
-def pretrain_encoder(encoder: Encoder, images: torch.Tensor, config: PretrainConfig, *, seed: int,
+def pretrain_encoder(encoder: Encoder, images: torch.Tensor, config: PretrainLoopConfig, *, seed: int,
                      device: torch.device, progress: Progress = NULL_PROGRESS, description: str | None = None,
                      after_step: Callable[[], None] | None = None) -> dict[str, object]:
     """Train `encoder` (with its projection head) in place with `config.method` on uint8 `images` (on

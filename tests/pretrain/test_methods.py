@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from encoder_clean.data.augment import AUGMENTATIONS
 from encoder_clean.encoders import create_encoder
 from encoder_clean.errors import UserError
-from encoder_clean.pretrain import PretrainConfig, Schedule, get_method, list_methods, pretrain_encoder, two_views
+from encoder_clean.pretrain import PretrainLoopConfig, Schedule, get_method, list_methods, pretrain_encoder, two_views
 from tests.conftest import TINY_ARCH
 
 CPU = torch.device("cpu")
@@ -42,8 +42,8 @@ def test_every_method_is_registered():
 def test_one_step_changes_the_weights_and_the_loss_is_finite(name, tiny_data):
     encoder = _encoder()
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
-    stats = pretrain_encoder(encoder, tiny_data.train.images[:16], PretrainConfig(epochs=1, batch_size=16, method=name),
-                             seed=0, device=CPU)
+    config = PretrainLoopConfig(epochs=1, batch_size=16, method=name)
+    stats = pretrain_encoder(encoder, tiny_data.train.images[:16], config, seed=0, device=CPU)
     assert stats["steps"] == 1 and stats["method"] == name
     assert math.isfinite(stats["final_loss"])
     moved = [k for k, v in encoder.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
