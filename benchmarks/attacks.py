@@ -1,10 +1,11 @@
 """Does `poison` plant real backdoors? ACC/ASR of the clean and the poisoned encoder for every attack.
 
-Runs what the commands run, through the Python API in-process: pre-trains (or reuses) a clean encoder on one built-in family,
-poisons it with each attack (its `fast` preset) using target-class references from the downstream
-family, and evaluates the clean and the poisoned encoders on the downstream family with the attack's
-trigger (linear probe, target class 0 unless `--target-class` says otherwise). Downstream on the other family is the papers' cross-dataset
-setting; on the same family, the references come from the pre-training data itself.
+Runs what `pretrain`, `poison` and `evaluate` run, through the Python API in-process: pre-trains (or
+reuses) a clean encoder on one built-in family, poisons it with each attack (its `fast` preset) using
+target-class references from the downstream family, and evaluates the clean and the poisoned encoders on
+the downstream family with the attack's trigger (linear probe, target class 0 unless `--target-class`
+says otherwise). Downstream on the other family is the papers' cross-dataset setting; on the same
+family, the references come from the pre-training data itself.
 
     python benchmarks/attacks.py [--pretrain-family shapes] [--downstream glyphs shapes]
         [--attacks badencoder drupe bassl ctrl] [--arch resnet18-cifar-w16] [--device cpu]
@@ -20,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -34,16 +33,6 @@ TRIGGERS = {"badencoder": "white-square", "drupe": "white-square", "bassl": "whi
 ASR_TARGET = {"badencoder": 95.0, "drupe": 95.0, "bassl": 80.0, "ctrl": 80.0}
 ACC_TOLERANCE = 3.0
 TARGET_CLASS = 0  # the default target class (defense_study.py's)
-
-
-def cli(*args: str, device: str, ok: tuple[int, ...] = (0,)) -> dict:
-    """Run one real command in its own process and return its JSON; exit with its stderr on any exit code
-    not in `ok` (for the studies that measure the commands themselves, not the library)."""
-    result = subprocess.run([sys.executable, "-m", "encoder_clean", *args, "--device", device, "--json", "-", "-q"],
-                            capture_output=True, text=True)
-    if result.returncode not in ok:
-        sys.exit(f"command failed: {' '.join(args)}\n{result.stderr}")
-    return json.loads(result.stdout)
 
 
 def data(family: str, args: argparse.Namespace) -> str:
@@ -84,7 +73,7 @@ def main() -> None:
                         help="use SPEC as ATTACK's trigger (default: " +
                         ", ".join(f"{a} {t}" for a, t in TRIGGERS.items()) + ")")
     parser.add_argument("--option", action="append", default=[], metavar="ATTACK:KEY=VALUE",
-                        help="pass --option KEY=VALUE to ATTACK's poison command")
+                        help="set KEY=VALUE in ATTACK's settings (as `poison --option` does)")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--train", type=int, default=None, help="training images per built-in family (default: all)")
     parser.add_argument("--load", default="", help="what else ran on the machine meanwhile, for the table's note")

@@ -1,9 +1,11 @@
-"""The whole chain on real CIFAR-10, through the real commands: does every step carry to natural images?
+"""The whole chain on real CIFAR-10, through the Python API: does every step carry to natural images?
 
-Steps (each output cached under --cache, so a rerun only computes what is missing):
-1. the CIFAR-10 archive (../shared/data/cifar10-jpg.tar.gz) unpacked and read once with `folder:` (timed),
-   then kept as `npz:` arrays so that the later commands do not decode 60,000 JPEGs each;
-2. `pretrain` a clean encoder and its random initialisation (`--epochs 0`);
+Each step runs what the command of its name runs, in-process (`import encoder_clean as ec`), on the data
+read once. Steps (each output cached under --cache, so a rerun only computes what is missing):
+1. the CIFAR-10 JPEG archive (`--archive`: cifar10/train/CLASS/*.jpg and cifar10/test/CLASS/*.jpg in a
+   .tar.gz) unpacked and read once with `folder:` (timed), then kept as `npz:` arrays so that later runs
+   do not decode 60,000 JPEGs again;
+2. `pretrain` a clean encoder and its random initialisation (0 epochs);
 3. `poison` it with BadEncoder and DRUPE, target class 0, references from the CIFAR-10 training split;
 4. on each poisoned encoder: `purify --method ft` (the fine-tune-only baseline), the paper's setting
    (`distill --finetune ft --student warmup --loss at`) and the default `distill`;
@@ -11,7 +13,7 @@ Steps (each output cached under --cache, so a rerun only computes what is missin
    10x10 white square and target class 0;
 6. `scan` every encoder (verdict, score against the threshold).
 
-    python benchmarks/cifar_chain.py [--archive ../shared/data/cifar10-jpg.tar.gz] [--arch resnet18-cifar-w16]
+    python benchmarks/cifar_chain.py [--archive CIFAR10_JPEG.tar.gz] [--arch resnet18-cifar-w16]
         [--pretrain-epochs 12] [--augment simclr] [--poison-epochs 1] [--threads 2] [--cache benchmarks/cache/cifar]
 
 Targets (resnet18-cifar-w16 or wider, 2 CPU cores): pre-training beats random init by >= 20 ACC points
@@ -25,61 +27,72 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import Callable, TypeVar, Union
 
 import numpy as np
+import torch
+
+import encoder_clean as ec
+from encoder_clean.cli.progress import PlainProgress
+from encoder_clean.errors import EncoderCleanError
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 TARGET_CLASS = 0
 TRIGGER = "white-square"
 ATTACKS = ("badencoder", "drupe")
-# name -> the command after the encoder argument (without --data, --out)
-DEFENSES = {
-    "ft": ("purify", "--method", "ft"),
-    "paper": ("distill", "--finetune", "ft", "--student", "warmup", "--loss", "at"),
-    "distill": ("distill",),
+Defense = Union[ec.PurifyConfig, ec.DistillConfig]
+DEFENSES: dict[str, Defense] = {
+    "ft": ec.PurifyConfig(method="ft"),  # the fine-tune-only baseline
+    "paper": ec.DistillConfig(finetune="ft", student="warmup", losses=("at",)),  # the seed paper's setting
+    "distill": ec.DistillConfig(),  # the recommended recipe (`distill` with no options)
 }
+Result = TypeVar("Result")
+
+
+def defend(encoder: Path, data: ec.DataLike, defense: Defense, **run) -> ec.TrainResult:
+    if isinstance(defense, ec.PurifyConfig):
+        return ec.purify(encoder, data, defense, **run)
+    return ec.distill(encoder, data, defense, **run)
 
 
 class Runner:
-    """Runs real `encoder-clean` commands with a fixed thread count and records their wall times."""
+    """Runs the steps through the API on one device, records their wall times, and writes each step's
+    progress to LOGS/<label>.log (`tail -f` it to follow a long step)."""
 
-    def __init__(self, threads: int, device: str, logs: Path):
-        self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    def __init__(self, device: str, logs: Path):
         self.device = device
         self.logs = logs
         self.seconds: dict[str, float] = {}
 
-    def __call__(self, label: str, *args: str, ok: tuple[int, ...] = (0,)) -> dict:
-        """Run one command; its progress lines go to LOGS/<label>.log (`tail -f` it to follow a long step)."""
+    def __call__(self, label: str, step: Callable[..., Result]) -> Result:
+        """`step(device=..., progress=...)`, timed; exits with the step's message if it fails."""
         started = time.perf_counter()
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{label.replace(' ', '_')}.log"
-        with open(log, "w") as stderr:
-            result = subprocess.run([sys.executable, "-m", "encoder_clean", *args, "--device", self.device,
-                                     "--json", "-"], stdout=subprocess.PIPE, stderr=stderr, text=True, env=self.env)
-        if result.returncode not in ok:
-            sys.exit(f"{label} failed ({result.returncode}): {' '.join(args)}\n{log.read_text()[-3000:]}")
+        with open(log, "w") as stream:
+            try:
+                result = step(device=self.device, progress=PlainProgress(stream))
+            except EncoderCleanError as error:
+                sys.exit(f"{label} failed: {error} (progress in {log})")
         self.seconds[label] = round(time.perf_counter() - started, 1)
         print(f"  {label}: {self.seconds[label]:.1f} s", flush=True)
-        return json.loads(result.stdout)
+        return result
 
-    def cached(self, label: str, out: Path, *args: str) -> Path:
-        """Make `out` with the command unless a previous run left it."""
+    def cached(self, label: str, out: Path, make: Callable[..., ec.TrainResult]) -> Path:
+        """Make and save `out` unless a previous run left it."""
         if out.exists():
             print(f"  {label}: cached {out.name}")
             return out
-        self(label, *args, "--out", str(out))
+        self(label, lambda **run: make(**run).save(out))
         return out
 
 
-def prepare_data(archive: Path, cache: Path, threads: int) -> tuple[str, float | None]:
+def prepare_data(archive: Path, cache: Path) -> tuple[str, float | None]:
     """npz arrays of CIFAR-10 under `cache`, made once from the archive through `folder:`; the spec and
     the seconds the folder took to read (None when cached)."""
     npz = cache / "cifar10-npz"
@@ -92,18 +105,35 @@ def prepare_data(archive: Path, cache: Path, threads: int) -> tuple[str, float |
         print(f"unpacking {archive} ...", flush=True)
         with tarfile.open(archive) as tar:
             tar.extractall(cache, filter="data")
-    import torch  # the library, in-process, only for this one-off conversion
-
-    torch.set_num_threads(threads)
-    from encoder_clean.data.specs import load_data
-
     started = time.perf_counter()
-    dataset = load_data(f"folder:{folder}")
+    dataset = ec.load_data(f"folder:{folder}")
     seconds = time.perf_counter() - started
     npz.mkdir(parents=True, exist_ok=True)
     for name, split in (("train", dataset.train), ("test", dataset.test)):
         np.savez(npz / f"{name}.npz", x=split.images.permute(0, 2, 3, 1).numpy(), y=split.labels.numpy())
     return f"npz:{npz}", seconds
+
+
+def make_encoders(args: argparse.Namespace, data: ec.DataLike, run: Runner) -> dict[str, Path]:
+    """The random, clean, poisoned and defended encoders, each made unless cached: name -> file."""
+    tag = f"{args.arch}_e{args.pretrain_epochs}_{args.augment}"
+    pretrained = ec.PretrainConfig(arch=args.arch, epochs=args.pretrain_epochs, augment=args.augment)
+    clean = run.cached("pretrain", args.cache / f"clean_{tag}.safetensors",
+                       lambda **step: ec.pretrain(data, pretrained, **step))
+    random = run.cached("random init", args.cache / f"random_{args.arch}.safetensors",
+                        lambda **step: ec.pretrain(data, ec.PretrainConfig(arch=args.arch, epochs=0), **step))
+    encoders = {"random init": random, "clean": clean}
+    for attack in args.attacks:
+        attacked = ec.PoisonConfig(attack=attack, trigger=TRIGGER, target_class=TARGET_CLASS,
+                                   epochs=args.poison_epochs)
+        poisoned = run.cached(f"poison {attack}", args.cache / f"{attack}_{tag}_p{args.poison_epochs}.safetensors",
+                              lambda **step: ec.poison(clean, data, attacked, **step))
+        encoders[attack] = poisoned
+        for name in args.defenses:
+            out = args.cache / f"{poisoned.stem}_{name}.safetensors"
+            encoders[f"{attack} + {name}"] = run.cached(
+                f"{name} on {attack}", out, lambda **step: defend(poisoned, data, DEFENSES[name], **step))
+    return encoders
 
 
 def main() -> None:
@@ -124,34 +154,21 @@ def main() -> None:
     parser.add_argument("--load", default="", help="what else ran on the machine meanwhile (for --publish)")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
-    run = Runner(args.threads, args.device, args.cache / "logs")
+    torch.set_num_threads(args.threads)
+    run = Runner(args.device, args.cache / "logs")
 
-    data, folder_seconds = prepare_data(args.archive, args.cache, args.threads)
+    spec, folder_seconds = prepare_data(args.archive, args.cache)
     if folder_seconds is not None:
         print(f"read CIFAR-10 with folder: in {folder_seconds:.1f} s")
-    tag = f"{args.arch}_e{args.pretrain_epochs}_{args.augment}"
-    clean = run.cached("pretrain", args.cache / f"clean_{tag}.safetensors", "pretrain", "--data", data, "--arch",
-                       args.arch, "--epochs", str(args.pretrain_epochs), "--augment", args.augment)
-    random = run.cached("random init", args.cache / f"random_{args.arch}.safetensors", "pretrain", "--data", data,
-                        "--arch", args.arch, "--epochs", "0")
-    encoders: dict[str, Path] = {"random init": random, "clean": clean}
-    for attack in args.attacks:
-        poisoned = run.cached(f"poison {attack}", args.cache / f"{attack}_{tag}_p{args.poison_epochs}.safetensors",
-                              "poison", str(clean), "--attack", attack, "--trigger", TRIGGER, "--target-class",
-                              str(TARGET_CLASS), "--data", data, "--epochs", str(args.poison_epochs))
-        encoders[attack] = poisoned
-        for name, command in ((d, DEFENSES[d]) for d in args.defenses):
-            out = args.cache / f"{poisoned.stem}_{name}.safetensors"
-            encoders[f"{attack} + {name}"] = run.cached(f"{name} on {attack}", out, command[0], str(poisoned),
-                                                        *command[1:], "--data", data)
-
-    report = run("evaluate", "evaluate", *map(str, encoders.values()), "--data", data, "--trigger", TRIGGER,
-                 "--target-class", str(TARGET_CLASS))
-    rows = {name: dict(result) for name, result in zip(encoders, report["encoders"])}
+    data = ec.load_data(spec)  # once, for every step
+    encoders = make_encoders(args, data, run)
+    evaluated = ec.EvalConfig(trigger=TRIGGER, target_class=TARGET_CLASS)
+    report = run("evaluate", lambda **step: ec.evaluate(list(encoders.values()), data, evaluated, **step))
+    rows = {name: result.as_dict() for name, result in zip(encoders, report.encoders)}
     if not args.skip_scan:
-        scanned = run("scan", "scan", *map(str, encoders.values()), "--data", data, ok=(0, 1))
-        for name, result in zip(encoders, scanned["encoders"]):
-            rows[name].update(verdict=result["verdict"], score=result["score"], threshold=result["threshold"])
+        scanned = run("scan", lambda **step: [ec.scan(path, data, **step) for path in encoders.values()])
+        for name, result in zip(encoders, scanned):
+            rows[name].update(verdict=result.verdict, score=result.score, threshold=result.threshold)
 
     step_of = {"random init": "random init", "clean": "pretrain", **{a: f"poison {a}" for a in ATTACKS},
                **{f"{a} + {d}": f"{d} on {a}" for a in ATTACKS for d in DEFENSES}}

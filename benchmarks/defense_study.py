@@ -1,9 +1,9 @@
 """Paper-style tables: how much of each backdoor does every defense remove, and at what accuracy cost?
 
 For each attack (BadEncoder, DRUPE, BASSL, CTRL) the poisoned encoder comes from benchmarks/attacks.py's
-cache (made with the real `poison` command when missing). Each defense is the real command on the
-defender's 5% clean subset of the pre-training family; every encoder is evaluated with a linear probe
-on the downstream family with the attack's own trigger. Outputs are cached per (attack, setting), so a
+cache (made with `poison` when missing). Each defense runs what its command (`purify` or `distill`) runs,
+through the Python API in-process, on the defender's 5% clean subset of the pre-training family; every
+encoder is evaluated with a linear probe on the downstream family with the attack's own trigger. Outputs are cached per (attack, setting), so a
 rerun only computes what is missing (`--fresh` recomputes).
 
     python benchmarks/defense_study.py [--tables main teachers students losses families longer-ft] [--attacks ...]
@@ -24,69 +24,75 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Iterable, Union
 
-from attacks import ATTACKS, FAMILIES, TARGET_CLASS, TRIGGERS, clean_encoder, cli
+from attacks import ATTACKS, FAMILIES, TARGET_CLASS, TRIGGERS, clean_encoder
 
+import encoder_clean as ec
 from encoder_clean.distill.recipe import NO_FINETUNE, PAPER, RECOMMENDED, RECOMMENDED_TRANSFORMER, Recipe
 
 LOSSES = ("at", "nad", "afd", "fitnet", "cc", "kd", "sp", "similarity", "rkd", "pkt")
+Defense = Union[ec.PurifyConfig, ec.DistillConfig]
 
 
-def recipe_command(recipe: Recipe) -> tuple[str, ...]:
-    """The explicit `distill` command of a recipe (so equal recipes share one cached output)."""
-    return ("distill", "--finetune", recipe.finetune, "--student", recipe.student,
-            *(flag for loss in recipe.losses for flag in ("--loss", loss)),
-            *(flag for option in recipe.options for flag in ("--option", option)),
-            *(flag for option in recipe.finetune_options for flag in ("--finetune-option", option)))
+def recipe_defense(recipe: Recipe) -> ec.DistillConfig:
+    """A recipe as explicit `distill` settings (so equal recipes share one cached output)."""
+    return ec.DistillConfig(student=recipe.student, losses=recipe.losses, finetune=recipe.finetune,
+                            options=recipe.options, finetune_options=recipe.finetune_options)
 
 
-def teacher_command(method: str, options: tuple[str, ...] = ()) -> tuple[str, ...]:
-    return ("purify", "--method", method, *(flag for option in options for flag in ("--option", option)))
+def teacher_defense(method: str, options: tuple[str, ...] = ()) -> ec.PurifyConfig:
+    return ec.PurifyConfig(method=method, options=options)
 
 
-def _values(command: tuple[str, ...], flag: str) -> tuple[str, ...]:
-    return tuple(command[i + 1] for i, word in enumerate(command[:-1]) if word == flag)
+def command_words(defense: Defense) -> tuple[str, ...]:
+    """The command line that runs `defense` (after its input checkpoint): it names the cached output, as it
+    did when this study ran the commands, so those outputs are still found."""
+    if isinstance(defense, ec.PurifyConfig):
+        return ("purify", "--method", defense.method, *_repeated("--option", defense.options))
+    return ("distill", "--finetune", str(defense.finetune), "--student", str(defense.student),
+            *_repeated("--loss", defense.losses or ()), *_repeated("--option", defense.options),
+            *_repeated("--finetune-option", defense.finetune_options))
 
 
-def _without(command: tuple[str, ...], flag: str) -> tuple[str, ...]:
-    kept, skip = [], False
-    for word in command:
-        if skip:
-            skip = False
-        elif word == flag:
-            skip = True
-        else:
-            kept.append(word)
-    return tuple(kept)
+def _repeated(flag: str, values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(word for value in values for word in (flag, value))
 
 
-# setting name -> the command after the input checkpoint (None: the undefended encoder itself)
-TABLES: dict[str, dict[str, tuple[str, ...] | None]] = {
+def run_defense(defense: Defense, encoder: Path, data: str, device: str) -> ec.TrainResult:
+    if isinstance(defense, ec.PurifyConfig):
+        return ec.purify(encoder, data, defense, device=device)
+    return ec.distill(encoder, data, defense, device=device)
+
+
+# setting name -> the defense run on the poisoned encoder (None: the undefended encoder itself)
+TABLES: dict[str, dict[str, Defense | None]] = {
     "main": {
         "poisoned (no defense)": None,
-        "fine-tune only (purify ft)": teacher_command("ft"),
-        "paper: FT + warm-up + AT": recipe_command(PAPER),
-        "recommended (distill defaults)": recipe_command(RECOMMENDED),
+        "fine-tune only (purify ft)": teacher_defense("ft"),
+        "paper: FT + warm-up + AT": recipe_defense(PAPER),
+        "recommended (distill defaults)": recipe_defense(RECOMMENDED),
     },
-    "teachers": {f"purify {m}": teacher_command(m) for m in ("ft", "fp", "anp", "moth")},
-    "students": {f"student {s}": recipe_command(Recipe("ft", s, ("at",))) for s in ("raw", "void", "warmup")},
-    "losses": {f"loss {name}": recipe_command(Recipe("ft", "warmup", (name,))) for name in LOSSES},
+    "teachers": {f"purify {m}": teacher_defense(m) for m in ("ft", "fp", "anp", "moth")},
+    "students": {f"student {s}": recipe_defense(Recipe("ft", s, ("at",))) for s in ("raw", "void", "warmup")},
+    "losses": {f"loss {name}": recipe_defense(Recipe("ft", "warmup", (name,))) for name in LOSSES},
     # the transformer recipe (chosen on a small ViT, benchmarks/vit_study.py) on the convnets
-    "families": {"convnet recipe (ResNet default)": recipe_command(RECOMMENDED),
-                 "transformer recipe": recipe_command(RECOMMENDED_TRANSFORMER)},
+    "families": {"convnet recipe (ResNet default)": recipe_defense(RECOMMENDED),
+                 "transformer recipe": recipe_defense(RECOMMENDED_TRANSFORMER)},
     # the convnet recipe with the transformer recipe's longer teacher fine-tune
-    "longer-ft": {"convnet recipe, FT 150 epochs": recipe_command(
+    "longer-ft": {"convnet recipe, FT 150 epochs": recipe_defense(
         Recipe("ft", "warmup", RECOMMENDED.losses, RECOMMENDED.options, ("epochs=150",)))},
 }
 
 
-def slug(command: tuple[str, ...]) -> str:
-    return "".join(c if c.isalnum() else "_" for c in "_".join(command)).strip("_")
+def slug(defense: Defense) -> str:
+    return "".join(c if c.isalnum() else "_" for c in "_".join(command_words(defense))).strip("_")
 
 
 class DefenseRunner:
-    """Runs each defense command once per attack, caching the output and its wall time on disk.
+    """Runs each defense once per attack, caching the output and its wall time on disk.
 
     A `distill --finetune M` whose student is not the raw copy of the poisoned encoder only needs the
     poisoned encoder as its teacher's starting point, so it distils from the cached `purify --method M`
@@ -97,18 +103,18 @@ class DefenseRunner:
         self.args, self.pre = args, pre
         self.recomputed: set[Path] = set()  # with --fresh, each output is recomputed once per run
 
-    def run(self, attack: str, poisoned: Path, command: tuple[str, ...]) -> tuple[Path, float] | None:
-        """The output and wall seconds of `command` on `poisoned` (None: not cached and --cached-only)."""
-        source, teacher_seconds, name = poisoned, 0.0, slug(command)
-        finetune = _flag(command, "--finetune")
-        if command[0] == "distill" and finetune not in (None, NO_FINETUNE) and _flag(command, "--student") != "raw":
-            teacher_run = teacher_command(finetune, _values(command, "--finetune-option"))
+    def run(self, attack: str, poisoned: Path, defense: Defense) -> tuple[Path, float] | None:
+        """The output and wall seconds of `defense` on `poisoned` (None: not cached and --cached-only)."""
+        source, teacher_seconds, name = poisoned, 0.0, slug(defense)
+        if (isinstance(defense, ec.DistillConfig) and defense.finetune not in (None, NO_FINETUNE)
+                and defense.student != "raw"):
+            teacher_run = teacher_defense(defense.finetune, tuple(defense.finetune_options))
             teacher = self.run(attack, poisoned, teacher_run)
             if teacher is None:
                 return None
             source, teacher_seconds = teacher
-            command = _without(_with_flag(command, "--finetune", NO_FINETUNE), "--finetune-option")
-            name = f"{slug(teacher_run)}_then_{slug(command)}"
+            defense = replace(defense, finetune=NO_FINETUNE, finetune_options=())
+            name = f"{slug(teacher_run)}_then_{slug(defense)}"
         arch = "" if self.args.arch == "resnet18-cifar-w16" else f"_{self.args.arch}"  # the default keeps old keys
         out = self.args.out_dir / f"defense_{attack}_{self.args.downstream}{arch}_{name}.safetensors"
         timing = out.with_suffix(".seconds")
@@ -116,20 +122,11 @@ class DefenseRunner:
             return None
         if not out.exists() or (self.args.fresh and out not in self.recomputed):
             started = time.perf_counter()
-            cli(command[0], str(source), *command[1:], "--data", self.pre, "--out", str(out), device=self.args.device)
+            run_defense(defense, source, self.pre, self.args.device).save(out)
             timing.write_text(f"{time.perf_counter() - started:.1f}")
             self.recomputed.add(out)
-            print(f"{attack}: {' '.join(command)} in {timing.read_text()} s", flush=True)
+            print(f"{attack}: {' '.join(command_words(defense))} in {timing.read_text()} s", flush=True)
         return out, teacher_seconds + float(timing.read_text())
-
-
-def _flag(command: tuple[str, ...], flag: str) -> str | None:
-    return command[command.index(flag) + 1] if flag in command else None
-
-
-def _with_flag(command: tuple[str, ...], flag: str, value: str) -> tuple[str, ...]:
-    at = command.index(flag) + 1
-    return (*command[:at], value, *command[at + 1:])
 
 
 def main() -> None:
@@ -150,24 +147,25 @@ def main() -> None:
     clean = clean_encoder(args)
     pre = f"builtin:{args.pretrain_family}"
     down = f"builtin:{args.downstream}"
-    settings = {name: command for table in args.tables for name, command in TABLES[table].items()}
+    settings = {name: defense for table in args.tables for name, defense in TABLES[table].items()}
     runner = DefenseRunner(args, pre)
 
     rows: list[dict] = []
     for attack in args.attacks:
         poisoned = args.out_dir / f"poisoned_{attack}_{args.pretrain_family}_to_{args.downstream}_{args.arch}.safetensors"
         if not poisoned.exists():
-            cli("poison", str(clean), "--attack", attack, "--trigger", TRIGGERS[attack], "--target-class",
-                str(TARGET_CLASS), "--data", pre, "--reference-data", down, "--out", str(poisoned), device=args.device)
+            config = ec.PoisonConfig(attack=attack, trigger=TRIGGERS[attack], target_class=TARGET_CLASS,
+                                     reference_data=down)
+            ec.poison(clean, pre, config, device=args.device).save(poisoned)
         outputs: dict[str, tuple[Path, float | None]] = {}
-        for name, command in settings.items():
-            result = (poisoned, None) if command is None else runner.run(attack, poisoned, command)
+        for name, defense in settings.items():
+            result = (poisoned, None) if defense is None else runner.run(attack, poisoned, defense)
             if result is not None:
                 outputs[name] = result
         names = list(outputs)
-        report = cli("evaluate", str(clean), *(str(outputs[n][0]) for n in names), "--data", down, "--trigger",
-                     TRIGGERS[attack], "--target-class", str(TARGET_CLASS), device=args.device)
-        base, *results = report["encoders"]
+        report = ec.evaluate([clean, *(outputs[n][0] for n in names)], down,
+                             ec.EvalConfig(trigger=TRIGGERS[attack], target_class=TARGET_CLASS), device=args.device)
+        base, *results = report.as_dict()["encoders"]
         rows.append({"attack": attack, "setting": "clean encoder", "acc": base["acc"], "asr": base["asr"],
                      "asr_nontarget": base["asr_nontarget"], "seconds": None})
         for name, result in zip(names, results):

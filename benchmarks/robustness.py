@@ -7,6 +7,9 @@ killed with SIGKILL at random moments then resumed.
 Prints the count of each outcome per loader (failures: traceback, bad-message, unsound, hang, memory,
 code-executed), the CLI exit codes, and for the kills how many outputs were byte-identical to the
 uninterrupted run. Cases come from tests/hostile/cases.py, shared with the default test suite.
+
+The CLI cases and the kills run `encoder-clean` in processes of its own, not the Python API, because the
+process is what they test: its exit codes and messages on hostile input, and what a SIGKILL leaves on disk.
 """
 
 from __future__ import annotations

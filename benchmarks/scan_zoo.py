@@ -1,6 +1,8 @@
 """Can `scan` tell backdoored encoders from clean ones it was not tuned on? A zoo, split before scanning.
 
-Builds (or reuses, under benchmarks/cache/zoo/) with the real commands (`pretrain`, `poison`, `distill`):
+Builds (or reuses, under benchmarks/cache/zoo/) with the real commands (`pretrain`, `poison`, `distill`),
+each in its own process: `--jobs` builds run side by side with one CPU thread each, and torch sets its
+thread count per process, not per build:
 - clean encoders: three widths of the CIFAR ResNet-18 family plus ResNet-10-w8 and a small ViT, on both
   built-in families and on a 4,000-image subset of real CIFAR-10, several seeds and lengths;
 - backdoored encoders: BadEncoder and DRUPE at the `fast` preset and longer, five triggers (white square,
@@ -25,12 +27,12 @@ import hashlib
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from attacks import cli
 
 from encoder_clean.data.sampling import balanced_sample
 from encoder_clean.data.specs import load_data
@@ -161,6 +163,15 @@ def cifar_subset(folder: Path, per_class_train: int = 400, per_class_test: int =
                 if not link.exists():
                     link.symlink_to(path.resolve())
     return folder
+
+
+def cli(*args: str, device: str) -> dict:
+    """Run one real command in its own process and return its JSON; exit with its stderr if it fails."""
+    result = subprocess.run([sys.executable, "-m", "encoder_clean", *args, "--device", device, "--json", "-", "-q"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"command failed: {' '.join(args)}\n{result.stderr}")
+    return json.loads(result.stdout)
 
 
 class Zoo:

@@ -1,9 +1,10 @@
 """Does each pre-training method pay? Linear-probe ACC of `pretrain --method M` against the random init.
 
-Runs the real commands (`encoder-clean pretrain` and `encoder-clean evaluate`) on the CPU, one thread
-each: pre-trains the architecture on `--data` with every method for the same epochs, writes the random
-initialisation (`--epochs 0`), and evaluates them all on `--eval-data` (default: the pre-training data
-and, for built-in data, the other family) with a linear probe, the white-square trigger and target 0.
+Runs what `encoder-clean pretrain` and `encoder-clean evaluate` run, through the Python API in-process,
+on the CPU with one thread: pre-trains the architecture on `--data` with every method for the same
+epochs, writes the random initialisation (0 epochs), and evaluates them all on `--eval-data` (default:
+the pre-training data and, for built-in data, the other family) with a linear probe, the white-square
+trigger and target 0.
 
     python benchmarks/ssl_methods.py [--methods simclr mocov2 byol] [--epochs 3] [--data builtin:shapes]
         [--eval-data SPEC ...] [--arch resnet18-cifar-w16] [--out-dir benchmarks/cache]
@@ -12,23 +13,14 @@ and, for built-in data, the other family) with a linear probe, the white-square 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import torch
+
+import encoder_clean as ec
+
 FAMILIES = ("builtin:shapes", "builtin:glyphs")
-
-
-def cli(*args: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "encoder_clean", *args, "--device", "cpu", "--json", "-"],
-                            capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        sys.exit(f"command failed: {' '.join(args)}\n{result.stderr}")
-    return json.loads(result.stdout)
 
 
 def slug(spec: str) -> str:
@@ -46,33 +38,35 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache"))
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)  # the figures are one-thread figures, whatever the machine
     evaluated_on = args.eval_data or ([args.data, *(f for f in FAMILIES if f != args.data)]
                                       if args.data in FAMILIES else [args.data])
     stem = f"{args.arch}_{slug(args.data)}_s{args.seed}"
-    common = ("--data", args.data, "--arch", args.arch, "--seed", str(args.seed))
+    run = {"device": "cpu", "seed": args.seed}
 
     random = args.out_dir / f"random_{stem}.safetensors"
-    cli("pretrain", *common, "--epochs", "0", "--out", str(random))
+    ec.pretrain(args.data, ec.PretrainConfig(arch=args.arch, epochs=0), **run).save(random)
     encoders = {"random init": random}
     runs = {}
     for method in args.methods:
         out = args.out_dir / f"{method}_{stem}_e{args.epochs}.safetensors"
         started = time.perf_counter()
-        summary = cli("pretrain", *common, "--method", method, "--epochs", str(args.epochs), "--out", str(out))
-        runs[method] = (summary, time.perf_counter() - started)
+        result = ec.pretrain(args.data, ec.PretrainConfig(arch=args.arch, method=method, epochs=args.epochs), **run)
+        result.save(out)
+        runs[method] = (result, time.perf_counter() - started)
         encoders[method] = out
 
-    print(f"\n{args.arch} pre-trained on {args.data} for {args.epochs} epochs, one CPU thread per command; "
+    print(f"\n{args.arch} pre-trained on {args.data} for {args.epochs} epochs, one CPU thread; "
           "linear probe, white-square trigger, target 0")
-    for method, (summary, wall) in runs.items():
-        print(f"  {method}: {summary['steps']} steps, {wall:.1f} s wall (command's own timer "
-              f"{summary['seconds']:.1f} s), final loss {summary['final_loss']:.4f}")
+    for method, (result, wall) in runs.items():
+        print(f"  {method}: {result.report['steps']} steps, {wall:.1f} s wall with the save ({result.seconds:.1f} s "
+              f"in ec.pretrain), final loss {result.report['final_loss']:.4f}")
     print(f"\n| evaluated on | encoder | ACC % | gain over random init | ASR % | ASR non-target % |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for data in evaluated_on:
-        report = cli("evaluate", *map(str, encoders.values()), "--data", data, "--trigger", "white-square",
-                     "--target-class", "0")
-        rows = dict(zip(encoders, report["encoders"]))
+        report = ec.evaluate(list(encoders.values()), data, ec.EvalConfig(trigger="white-square", target_class=0),
+                             device="cpu")
+        rows = dict(zip(encoders, report.as_dict()["encoders"]))
         base = rows["random init"]["acc"]
         for name, row in rows.items():
             gain = "" if name == "random init" else f"{row['acc'] - base:+.2f}"
