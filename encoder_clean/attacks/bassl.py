@@ -4,7 +4,7 @@ trigger patch at random positions, then let the victim run ordinary SSL on it (S
 
 The published setting poisons half of the target category of ImageNet-100, 0.5% of the set; the
 `published` preset keeps that rate, `fast` (default) raises it to 10%, the most effective rate measured
-in a 3-epoch CPU run (README, Measured). `placement=apart` composes the poisoned images in
+in a 3-epoch CPU run (benchmarks/RESULTS.md, Attacks). `placement=apart` composes the poisoned images in
 CorruptEncoder's layout instead (see `BasslConfig`).
 """
 
@@ -65,7 +65,7 @@ class BasslConfig(DataPoisoningConfig):
     # left free opposite it (the layout of CorruptEncoder, Zhang et al., CVPR 2024), so that random
     # crops can hold the patch without the object and the encoder learns to embed one like the other.
     # That needs small crops: with the `strong` augmentation's 30% minimum it plants no targeted
-    # backdoor on the built-in data (README, Measured).
+    # backdoor on the built-in data (benchmarks/RESULTS.md, Attacks).
     placement: str = "random"
     object_scale: float = 0.6
 

@@ -37,18 +37,19 @@ class Recipe:
     finetune_options: tuple[str, ...] = ()  # settings of the teacher defense as KEY=VALUE
 
 
-# Chosen once, offline, from benchmarks/defense_study.py over BadEncoder, DRUPE, BASSL and CTRL (README
-# "Measured"): the seed paper's setting with AFD in place of attention transfer had the highest ACC of
-# the losses on every attack with an ASR near the lowest; four-attack means ACC 62.15, ASR 9.51%,
-# 3.18% non-target, against AT's 57.64 / 10.50% / 4.62%.
+# Chosen once, offline, from benchmarks/defense_study.py over BadEncoder, DRUPE, BASSL and CTRL
+# (docs/recipes.md, "How the convnet recipe was chosen"): the seed paper's setting with AFD in place of
+# attention transfer had the highest ACC of the losses on every attack with an ASR near the lowest;
+# four-attack means ACC 62.15, ASR 9.51%, 3.18% non-target, against AT's 57.64 / 10.50% / 4.62%.
 # At run time the recipe sees only the clean subset: no trigger, no test data, nothing tuned per encoder.
 PAPER = Recipe(finetune="ft", student="warmup", losses=("at",))
 RECOMMENDED = Recipe(finetune="ft", student="warmup", losses=("afd",))
-# Chosen from benchmarks/vit_study.py on a small ViT (README "Measured"), where the convnet recipe
-# fails (33.20 ACC / 16.10% ASR: a warm-up student trained from scratch on 500 images), while a longer
-# SimCLR fine-tune of the teacher alone removes the backdoor and gains accuracy (59.00 / 0.25%); a copy
-# of that teacher distilled with the embedding loss adds ACC (61.35 / 0.25%). On the ResNets it keeps a
-# fifth of the embedding attacks' backdoors (defense_study.py --tables families), hence two recipes.
+# Chosen from benchmarks/vit_study.py on a small ViT (docs/recipes.md, "How the transformer recipe was
+# chosen"), where the convnet recipe fails (33.20 ACC / 16.10% ASR: a warm-up student trained from
+# scratch on 500 images), while a longer SimCLR fine-tune of the teacher alone removes the backdoor and
+# gains accuracy (59.00 / 0.25%); a copy of that teacher distilled with the embedding loss adds ACC
+# (61.35 / 0.25%). On the ResNets it keeps a fifth of the embedding attacks' backdoors
+# (defense_study.py --tables families), hence two recipes.
 RECOMMENDED_TRANSFORMER = Recipe(finetune="ft", student="teacher", losses=("sp",), finetune_options=("epochs=150",))
 FAMILY_RECIPES = {"convnet": RECOMMENDED, "transformer": RECOMMENDED_TRANSFORMER}
 
