@@ -14,7 +14,7 @@ read once. Steps (each output cached under --cache, so a rerun only computes wha
 6. `scan` every encoder (verdict, score against the threshold).
 
     python benchmarks/cifar_chain.py [--archive CIFAR10_JPEG.tar.gz] [--arch resnet18-cifar-w16]
-        [--pretrain-epochs 12] [--augment simclr] [--poison-epochs 1] [--threads 2] [--cache benchmarks/cache/cifar]
+        [--pretrain-epochs 12] [--augment simclr] [--poison-epochs badencoder=1 drupe=3] [--threads 2] [--cache benchmarks/cache/cifar]
 
 Targets (resnet18-cifar-w16 or wider, 2 CPU cores): pre-training beats random init by >= 20 ACC points
 within 30 minutes; BadEncoder and DRUPE ASR >= 95% with ACC within 3 points of the clean encoder; the
@@ -114,6 +114,20 @@ def prepare_data(archive: Path, cache: Path) -> tuple[str, float | None]:
     return f"npz:{npz}", seconds
 
 
+def poison_epochs(given: list[str]) -> dict[str, int]:
+    """Each attack's poisoning epochs: its fast preset's, replaced by `N` (all attacks) or `ATTACK=N`."""
+    from encoder_clean.attacks import get_attack
+
+    epochs = {attack: get_attack(attack).preset("fast").epochs for attack in ATTACKS}
+    for item in given:
+        attack, _, count = item.rpartition("=")
+        for name in ([attack] if attack else ATTACKS):
+            if name not in epochs or not count.isdigit():
+                sys.exit(f"--poison-epochs {item}: expected N or ATTACK=N with ATTACK in {', '.join(ATTACKS)}")
+            epochs[name] = int(count)
+    return epochs
+
+
 def make_encoders(args: argparse.Namespace, data: ec.DataLike, run: Runner) -> dict[str, Path]:
     """The random, clean, poisoned and defended encoders, each made unless cached: name -> file."""
     tag = f"{args.arch}_e{args.pretrain_epochs}_{args.augment}"
@@ -124,9 +138,9 @@ def make_encoders(args: argparse.Namespace, data: ec.DataLike, run: Runner) -> d
                         lambda **step: ec.pretrain(data, ec.PretrainConfig(arch=args.arch, epochs=0), **step))
     encoders = {"random init": random, "clean": clean}
     for attack in args.attacks:
-        attacked = ec.PoisonConfig(attack=attack, trigger=TRIGGER, target_class=TARGET_CLASS,
-                                   epochs=args.poison_epochs)
-        poisoned = run.cached(f"poison {attack}", args.cache / f"{attack}_{tag}_p{args.poison_epochs}.safetensors",
+        epochs = args.poison_epochs[attack]
+        attacked = ec.PoisonConfig(attack=attack, trigger=TRIGGER, target_class=TARGET_CLASS, epochs=epochs)
+        poisoned = run.cached(f"poison {attack}", args.cache / f"{attack}_{tag}_p{epochs}.safetensors",
                               lambda **step: ec.poison(clean, data, attacked, **step))
         encoders[attack] = poisoned
         for name in args.defenses:
@@ -142,7 +156,8 @@ def main() -> None:
     parser.add_argument("--arch", default="resnet18-cifar-w16")
     parser.add_argument("--pretrain-epochs", type=int, default=12)
     parser.add_argument("--augment", default="simclr", help="pretrain's augmentation preset")
-    parser.add_argument("--poison-epochs", type=int, default=1)
+    parser.add_argument("--poison-epochs", nargs="+", default=[], metavar="[ATTACK=]N",
+                        help="poison epochs for every attack (N) or one (ATTACK=N); default: the fast preset's")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--attacks", nargs="+", choices=ATTACKS, default=list(ATTACKS))
@@ -153,6 +168,7 @@ def main() -> None:
     parser.add_argument("--publish", action="store_true", help="write the table into benchmarks/RESULTS.md")
     parser.add_argument("--load", default="", help="what else ran on the machine meanwhile (for --publish)")
     args = parser.parse_args()
+    args.poison_epochs = poison_epochs(args.poison_epochs)
     args.cache.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     run = Runner(args.device, args.cache / "logs")
@@ -175,8 +191,9 @@ def main() -> None:
     table = [{"encoder": name, "acc": row["acc"], "asr": row["asr"], "asr_nontarget": row["asr_nontarget"],
               "verdict": row.get("verdict", "-"), "score": row.get("score"), "threshold": row.get("threshold"),
               "seconds": run.seconds.get(step_of[name], "cached")} for name, row in rows.items()]
-    title = (f"Real CIFAR-10: {args.arch}, pretrain {args.pretrain_epochs} epochs ({args.augment}), poison "
-             f"{args.poison_epochs} epoch(s), target class {TARGET_CLASS}, {TRIGGER}, linear probe")
+    poisoned_for = ", ".join(f"{attack} {args.poison_epochs[attack]}" for attack in args.attacks)
+    title = (f"Real CIFAR-10: {args.arch}, pretrain {args.pretrain_epochs} epochs ({args.augment}), poison epochs "
+             f"{poisoned_for}, target class {TARGET_CLASS}, {TRIGGER}, linear probe")
     print(f"\n{title}, {args.threads} threads, device {args.device}")
     print(f"{'encoder':<22}{'ACC':>8}{'ASR':>8}{'ASR-nt':>8}{'scan':>10}{'score':>8}{'seconds':>9}")
     for row in table:
