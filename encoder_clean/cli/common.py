@@ -184,12 +184,13 @@ class Output:
 # ------------------------------------------------------------------------------ checks
 @contextlib.contextmanager
 def about(flag: str, value: object) -> Iterator[None]:
-    """Name the flag and value in a UserError raised in the block (unless its message starts with the flag):
-    the library's messages say what is wrong, the user needs to know which option to change."""
+    """Name the flag and value in a UserError raised in the block (unless its message already starts with a
+    flag, this one or another): the library's messages say what is wrong, the user needs to know which
+    option to change."""
     try:
         yield
     except UserError as error:
-        if str(error).startswith(flag):
+        if str(error).startswith("--"):
             raise
         raise UserError(f"{flag} {value}: {error}") from None
 

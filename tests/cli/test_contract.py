@@ -159,6 +159,11 @@ def test_options_are_checked_before_the_data(command, extra, flag, checkpoint, t
     assert flag in line
 
 
+def test_an_unknown_probe_names_only_its_own_flag(checkpoint):
+    line = one_error_line(runner.invoke(app, ["evaluate", checkpoint, "--probe", "bogus"]))
+    assert line.startswith("error: --probe bogus: unknown probe") and "--probe-epochs" not in line, line
+
+
 def class_sorted_folder(root: Path, classes: int) -> Path:
     """A folder data set of `classes` classes whose images cannot be decoded: reading it fails loudly."""
     for split in ("train", "test"):
