@@ -10,8 +10,9 @@ family, the references come from the pre-training data itself.
     python benchmarks/attacks.py [--pretrain-family shapes] [--downstream glyphs shapes]
         [--attacks badencoder drupe bassl ctrl] [--arch resnet18-cifar-w16] [--device cpu]
         [--seeds 0 1 2] [--trigger bassl=checkerboard] [--option bassl:placement=random] [--train 2000]
+        [--publish [--load TEXT]]
 
-The table goes to benchmarks/RESULTS.md (section `attacks`).
+With --publish the table goes to benchmarks/RESULTS.md (section `attacks`).
 
 Targets: BadEncoder and DRUPE ASR >= 95%, BASSL and CTRL ASR >= 80%, ACC within 3 points of
 the clean encoder.
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 import encoder_clean as ec
-from results import publish
+from results import add_publish_arguments, publish
 
 FAMILIES = ("shapes", "glyphs")
 ATTACKS = ("badencoder", "drupe", "bassl", "ctrl")
@@ -76,7 +77,7 @@ def main() -> None:
                         help="set KEY=VALUE in ATTACK's settings (as `poison --option` does)")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--train", type=int, default=None, help="training images per built-in family (default: all)")
-    parser.add_argument("--load", default="", help="what else ran on the machine meanwhile, for the table's note")
+    add_publish_arguments(parser)
     args = parser.parse_args()
     for item, separator in [*((t, "=") for t in args.trigger), *((o, ":") for o in args.option)]:
         if item.partition(separator)[0] not in ATTACKS or not item.partition(separator)[2]:
@@ -137,6 +138,11 @@ def main() -> None:
                       f"ASR-nt {mean['asr_nontarget']:.2f}  targets met in {met}/{len(group)} seeds")
     if args.json_out:
         args.json_out.write_text(json.dumps(rows, indent=2))
+    if args.publish:
+        publish_rows(rows, args)
+
+
+def publish_rows(rows: list[dict], args: argparse.Namespace) -> None:
     for row in rows:
         row["dacc"] = round(row["acc"] - row["clean_acc"], 2)
         row["targets"] = "met" if (row["asr"] >= ASR_TARGET[row["attack"]]

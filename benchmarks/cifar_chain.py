@@ -15,6 +15,9 @@ read once. Steps (each output cached under --cache, so a rerun only computes wha
 
     python benchmarks/cifar_chain.py [--archive CIFAR10_JPEG.tar.gz] [--arch resnet18-cifar-w16]
         [--pretrain-epochs 12] [--augment simclr] [--poison-epochs badencoder=1 drupe=3] [--threads 2] [--cache benchmarks/cache/cifar]
+        [--publish [--load TEXT]]
+
+With --publish the table goes to benchmarks/RESULTS.md (section `cifar-chain`).
 
 Targets (resnet18-cifar-w16 or wider, 2 CPU cores): pre-training beats random init by >= 20 ACC points
 within 30 minutes; BadEncoder and DRUPE ASR >= 95% with ACC within 3 points of the clean encoder; the
@@ -39,6 +42,7 @@ import torch
 import encoder_clean as ec
 from encoder_clean.cli.progress import PlainProgress
 from encoder_clean.errors import EncoderCleanError
+from results import add_publish_arguments, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
@@ -165,8 +169,7 @@ def main() -> None:
     parser.add_argument("--skip-scan", action="store_true")
     parser.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "cache" / "cifar")
     parser.add_argument("--json-out", type=Path, default=None, help="also write every figure here")
-    parser.add_argument("--publish", action="store_true", help="write the table into benchmarks/RESULTS.md")
-    parser.add_argument("--load", default="", help="what else ran on the machine meanwhile (for --publish)")
+    add_publish_arguments(parser)
     args = parser.parse_args()
     args.poison_epochs = poison_epochs(args.poison_epochs)
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -203,8 +206,6 @@ def main() -> None:
     other = {label: seconds for label, seconds in run.seconds.items() if label in ("evaluate", "scan")}
     print(", ".join(f"{label} {seconds:.0f} s" for label, seconds in other.items()))
     if args.publish:
-        from results import publish
-
         notes = ("seconds: wall time of the step that made the encoder (cached: made by an earlier run); "
                  + ", ".join(f"{label} of all encoders {seconds:.0f} s" for label, seconds in other.items())
                  + (f"; reading the CIFAR-10 folder took {folder_seconds:.1f} s" if folder_seconds else ""))

@@ -9,9 +9,11 @@ object a square of side `object_scale` against the left edge, a 10/32 patch in t
 image (`--layout random`, BASSL's placement, where the object is the whole image).
 
     python benchmarks/crop_views.py [--augment strong simclr] [--object-scale 0.45 0.6] [--pairs 200000]
+        [--publish [--load TEXT]]
 
 A view "holds" a box when it covers at least 80% of the patch or 60% of the object, and "lacks" it when
-it covers under 20% of the patch or 15% of the object.
+it covers under 20% of the patch or 15% of the object. With --publish the table goes to
+benchmarks/RESULTS.md (section `crop-views`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import math
 import torch
 
 from encoder_clean.data.augment import AUGMENTATIONS
+from results import add_publish_arguments, publish
 
 PATCH = 10 / 32  # the default 10-pixel patch on 32-pixel images
 
@@ -81,14 +84,25 @@ def main() -> None:
     parser.add_argument("--augment", nargs="+", default=["strong", "simclr"], choices=sorted(AUGMENTATIONS))
     parser.add_argument("--object-scale", nargs="+", type=float, default=[0.4, 0.45, 0.6])
     parser.add_argument("--pairs", type=int, default=200_000)
+    add_publish_arguments(parser)
     args = parser.parse_args()
     print(f"{'augment':<8}{'layout':<8}{'object':>7}{'patch-only view %':>19}{'separated pairs %':>19}"
           f"{'both hold patch %':>19}")
+    rows = []
     for augment in args.augment:
         for layout, scale in [("random", 1.0)] + [("apart", s) for s in args.object_scale]:
             figures = separated_pairs(augment, layout, scale, args.pairs)
             print(f"{augment:<8}{layout:<8}{scale:>7.2f}{100 * figures['patch_only_view']:>19.2f}"
                   f"{100 * figures['separated_pairs']:>19.2f}{100 * figures['both_views_hold_patch']:>19.2f}")
+            rows.append({"augment": augment, "layout": layout, "object": round(scale, 2),
+                         **{key: round(100 * value, 2) for key, value in figures.items()}})
+    if args.publish:
+        publish("crop-views", "How often two crop views separate the trigger patch from the object", rows,
+                [("augment", "augment"), ("layout", "layout"), ("object", "object"),
+                 ("patch_only_view", "patch-only view %"), ("separated_pairs", "separated pairs %"),
+                 ("both_views_hold_patch", "both hold patch %")], load=args.load,
+                notes=f"{args.pairs} sampled view pairs per row; a 10/32 patch; `object` is the object's side "
+                      "(1.00: the whole image, with the patch anywhere).")
 
 
 if __name__ == "__main__":

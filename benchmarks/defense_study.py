@@ -8,6 +8,7 @@ rerun only computes what is missing (`--fresh` recomputes).
 
     python benchmarks/defense_study.py [--tables main teachers students losses families longer-ft] [--attacks ...]
         [--downstream glyphs] [--arch resnet18-cifar-w16] [--device cpu] [--json-out rows.json]
+        [--publish [--load TEXT]]
 
 Tables (the seed paper's): `main` (no defense, fine-tune-only baseline, the paper's recommended setting
 FT teacher + warm-up student + attention loss, and our recommended `distill` defaults), `teachers`
@@ -15,7 +16,8 @@ FT teacher + warm-up student + attention loss, and our recommended `distill` def
 the FT teacher and the warm-up student), `families` (each family's recommended recipe on this
 architecture), `longer-ft` (the convnet recipe with a 150-epoch teacher fine-tune). Targets
 for the recommended recipe: mean ASR <= 5%, ACC at most 2 points below the undefended encoder, ASR
-below the fine-tune-only baseline.
+below the fine-tune-only baseline. With --publish each printed table goes to benchmarks/RESULTS.md
+(sections `defense-study-TABLE`, `defense-study-clean` for the clean encoder).
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from attacks import ATTACKS, FAMILIES, TARGET_CLASS, TRIGGERS, clean_encoder
 
 import encoder_clean as ec
 from encoder_clean.distill.recipe import NO_FINETUNE, PAPER, RECOMMENDED, RECOMMENDED_TRANSFORMER, Recipe
+from results import add_publish_arguments, publish
 
 LOSSES = ("at", "nad", "afd", "fitnet", "cc", "kd", "sp", "similarity", "rkd", "pkt")
+MEANS = (("acc", "mean ACC"), ("asr", "mean ASR"), ("asr_nontarget", "mean ASR-nt"))
 Defense = Union[ec.PurifyConfig, ec.DistillConfig]
 
 
@@ -142,6 +146,7 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="recompute cached defense outputs")
     parser.add_argument("--cached-only", action="store_true", help="compute nothing new: tabulate what is cached")
     parser.add_argument("--json-out", type=Path, default=None)
+    add_publish_arguments(parser)
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     clean = clean_encoder(args)
@@ -172,32 +177,55 @@ def main() -> None:
             rows.append({"attack": attack, "setting": name, "acc": result["acc"], "asr": result["asr"],
                          "asr_nontarget": result["asr_nontarget"], "seconds": outputs[name][1]})
 
-    print(f"\n{args.arch}, pre-trained on {pre} ({args.pretrain_epochs} epochs), defenses on its 5% clean subset, "
-          f"linear probe on {down}, target class {TARGET_CLASS}, device {args.device}")
+    setup = (f"{args.arch}, pre-trained on {pre} ({args.pretrain_epochs} epochs), defenses on its 5% clean subset, "
+             f"linear probe on {down}, target class {TARGET_CLASS}, device {args.device}")
+    print(f"\n{setup}")
     for table in ["clean"] + args.tables:
         names = ["clean encoder"] if table == "clean" else list(TABLES[table])
-        print_table(table, names, rows, args.attacks)
+        summary = summary_rows(names, rows, args.attacks)
+        print_table(table, summary, args.attacks)
+        if args.publish:
+            publish_table(table, summary, args, setup)
     if args.json_out:
         args.json_out.write_text(json.dumps(rows, indent=2))
 
 
-def print_table(title: str, names: list[str], rows: list[dict], attacks: list[str]) -> None:
+def summary_rows(names: list[str], rows: list[dict], attacks: list[str]) -> list[dict]:
+    """A row per setting: each attack's `ACC / ASR / ASR-nt (seconds)` cell and the means over the attacks
+    (None where no attack has the setting)."""
+    summary = []
+    for name in names:
+        found = {a: next((r for r in rows if r["attack"] == a and r["setting"] == name), None) for a in attacks}
+        picked = [row for row in found.values() if row is not None]
+        summary.append({"setting": name, **{a: attack_cell(row) for a, row in found.items()},
+                        **{f"mean_{key}": round(sum(r[key] for r in picked) / len(picked), 2) if picked else None
+                           for key, _ in MEANS}})
+    return summary
+
+
+def attack_cell(row: dict | None) -> str:
+    if row is None:
+        return "-"
+    seconds = f" ({row['seconds']:.0f} s)" if row["seconds"] is not None else ""
+    return f"{row['acc']:.2f} / {row['asr']:.2f} / {row['asr_nontarget']:.2f}{seconds}"
+
+
+def publish_table(table: str, summary: list[dict], args: argparse.Namespace, setup: str) -> None:
+    columns = [("setting", "setting"), *((a, a) for a in args.attacks),
+               *((f"mean_{key}", header) for key, header in MEANS)]
+    publish(f"defense-study-{table}", f"Defenses, table `{table}`: ACC / ASR / ASR non-target (%)", summary,
+            columns, load=args.load,
+            notes=f"{setup}. Each cell: ACC / ASR / ASR non-target and the defense's seconds; means over the attacks.")
+
+
+def print_table(title: str, summary: list[dict], attacks: list[str]) -> None:
     print(f"\n## {title}: ACC / ASR / ASR non-target (%), seconds of the defense per attack")
     print("| setting | " + " | ".join(attacks) + " | mean ACC | mean ASR | mean ASR-nt |")
     print("| --- |" + " ---: |" * (len(attacks) + 3))
-    for name in names:
-        cells, picked = [], []
-        for attack in attacks:
-            row = next((r for r in rows if r["attack"] == attack and r["setting"] == name), None)
-            if row is None:
-                cells.append("-")
-                continue
-            picked.append(row)
-            seconds = f" ({row['seconds']:.0f} s)" if row["seconds"] is not None else ""
-            cells.append(f"{row['acc']:.2f} / {row['asr']:.2f} / {row['asr_nontarget']:.2f}{seconds}")
-        means = [sum(r[k] for r in picked) / len(picked) if picked else float("nan")
-                 for k in ("acc", "asr", "asr_nontarget")]
-        print(f"| {name} | " + " | ".join(cells) + " | " + " | ".join(f"{m:.2f}" for m in means) + " |")
+    for row in summary:
+        means = [float("nan") if row[f"mean_{key}"] is None else row[f"mean_{key}"] for key, _ in MEANS]
+        print(f"| {row['setting']} | " + " | ".join(row[a] for a in attacks) + " | "
+              + " | ".join(f"{m:.2f}" for m in means) + " |")
     sys.stdout.flush()
 
 

@@ -3,10 +3,11 @@
 Runs what `encoder-clean pretrain` and `encoder-clean evaluate` run, through the Python API, on the CPU:
 pre-trains `resnet18-cifar-w16` on one built-in family, writes the random initialisation of the same
 architecture (0 epochs), and evaluates both on the same family and on the other one (the cross-dataset
-setting), with the papers' 10x10 white-square trigger and target class 0. The table goes to
-benchmarks/RESULTS.md (section `pretrain-probe-FAMILY`).
+setting), with the papers' 10x10 white-square trigger and target class 0. With --publish the table goes
+to benchmarks/RESULTS.md (section `pretrain-probe-FAMILY`).
 
     python benchmarks/pretrain_probe.py [--epochs 3] [--family shapes] [--augment strong] [--out-dir benchmarks/cache]
+        [--publish [--load TEXT]]
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 import encoder_clean as ec
-from results import publish
+from results import add_publish_arguments, publish
 
 ARCH = "resnet18-cifar-w16"
 FAMILIES = ("shapes", "glyphs")
@@ -29,7 +30,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--augment", default="strong", help="pretrain's augmentation preset")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache"))
-    parser.add_argument("--load", default="", help="what else ran on the machine meanwhile, for the table's note")
+    add_publish_arguments(parser)
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.augment == "strong" else f"_{args.augment}"
@@ -58,10 +59,11 @@ def main() -> None:
     for row in rows:
         print("  ".join(f"{row.get(key, ''):>{len(header)}}" if not isinstance(row.get(key), float)
                         else f"{row[key]:>{len(header)}.2f}" for key, header in columns))
-    publish(f"pretrain-probe-{args.family}", f"Pre-training pays (pre-trained on builtin:{args.family})", rows,
-            columns, load=args.load,
-            notes=f"{ARCH}, `--augment {args.augment}`, linear probe, white-square trigger, target class 0; "
-                  f"pre-training took {wall:.1f} s wall.")
+    if args.publish:
+        publish(f"pretrain-probe-{args.family}", f"Pre-training pays (pre-trained on builtin:{args.family})", rows,
+                columns, load=args.load,
+                notes=f"{ARCH}, `--augment {args.augment}`, linear probe, white-square trigger, target class 0; "
+                      f"pre-training took {wall:.1f} s wall.")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 Both fit `evaluate`'s linear probe with the same seed and iterations on the same frozen encoder; the
 only difference is whether features are computed once (what `evaluate` does) or recomputed from the
-images at every epoch (what a naive loop does). Prints wall time, accuracy and the speed-up.
+images at every epoch (what a naive loop does). Prints wall time, accuracy and the speed-up; with
+--publish they go to benchmarks/RESULTS.md (section `probe-cache`).
 
-    python benchmarks/probe_cache.py [--encoder CKPT] [--epochs 100] [--train 5000]
+    python benchmarks/probe_cache.py [--encoder CKPT] [--epochs 100] [--train 5000] [--publish [--load TEXT]]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from encoder_clean.encoders.io import load_encoder
 from encoder_clean.evaluate.features import extract_features
 from encoder_clean.evaluate.probe import (_linear, make_lbfgs, predict, probe_config, regularised_loss,
                                           train_probe)
+from results import add_publish_arguments, publish
 
 
 def uncached_probe(encoder, images, labels, num_classes, config, seed):
@@ -47,6 +49,7 @@ def main() -> None:
     parser.add_argument("--encoder", help="checkpoint (default: a random resnet18-cifar-w16)")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--train", type=int, default=5000)
+    add_publish_arguments(parser)
     args = parser.parse_args()
     torch.manual_seed(0)
     encoder = load_encoder(args.encoder).encoder if args.encoder else create_encoder("resnet18-cifar-w16")
@@ -67,11 +70,21 @@ def main() -> None:
     naive_seconds = time.perf_counter() - start
     naive_acc = 100 * (predict(naive, test_feats) == data.test.labels).float().mean().item()
 
-    print(f"linear probe (L-BFGS, at most {args.epochs} iterations), {args.train} training images, {torch.get_num_threads()} CPU threads")
+    setup = (f"linear probe (L-BFGS, at most {args.epochs} iterations), {args.train} training images, "
+             f"{torch.get_num_threads()} CPU threads")
+    print(setup)
     print(f"{'probe':<28}{'seconds':>10}{'test ACC %':>12}")
-    print(f"{'cached features (ours)':<28}{cached_seconds:>10.2f}{cached_acc:>12.2f}")
-    print(f"{'backbone every epoch':<28}{naive_seconds:>10.2f}{naive_acc:>12.2f}")
+    rows = [{"probe": "cached features (ours)", "seconds": round(cached_seconds, 2), "acc": round(cached_acc, 2)},
+            {"probe": "backbone every epoch", "seconds": round(naive_seconds, 2), "acc": round(naive_acc, 2)}]
+    for row in rows:
+        print(f"{row['probe']:<28}{row['seconds']:>10.2f}{row['acc']:>12.2f}")
     print(f"speed-up: {naive_seconds / cached_seconds:.1f}x")
+    if args.publish:
+        encoder_name = args.encoder or "a random resnet18-cifar-w16"
+        publish("probe-cache", "Cached features against the backbone every epoch (linear probe)", rows,
+                [("probe", "probe"), ("seconds", "seconds"), ("acc", "test ACC %")], load=args.load,
+                notes=f"{setup}; encoder {encoder_name}, builtin:shapes; "
+                      f"speed-up {naive_seconds / cached_seconds:.1f}x.")
 
 
 if __name__ == "__main__":

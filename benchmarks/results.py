@@ -2,12 +2,20 @@
 markers, with the command that printed it, the commit and the machine, and the same rows as JSON in
 benchmarks/results/NAME.json. A rerun replaces the section, so the file is never edited by hand.
 
-    from results import publish
-    publish("pretrain-probe", "Pre-training pays", rows, [("encoder", "encoder"), ("acc", "ACC %")])
+Every benchmark only prints its table unless it is run with `--publish` (and `--load` to say what else
+ran on the machine meanwhile):
+
+    from results import add_publish_arguments, publish
+    add_publish_arguments(parser)
+    ...
+    if args.publish:
+        publish("pretrain-probe", "Pre-training pays", rows, [("encoder", "encoder"), ("acc", "ACC %")],
+                load=args.load)
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -27,6 +35,15 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 JSON_DIR = HERE / "results"
 INSERT_BEFORE = "## Earlier runs"  # new sections go above the hand-recorded notebook of older runs
+
+
+def add_publish_arguments(parser: argparse.ArgumentParser, load: str = "") -> None:
+    """`--publish` and `--load`, the same in every benchmark. Publishing is opt-in: a trial run, a smoke
+    test or a run on a busy machine must not replace the published figures."""
+    parser.add_argument("--publish", action="store_true",
+                        help="write the table into benchmarks/RESULTS.md and benchmarks/results/ (default: print only)")
+    parser.add_argument("--load", default=load,
+                        help="what else ran on the machine meanwhile, recorded with the figures (with --publish)")
 
 
 def command_line() -> str:

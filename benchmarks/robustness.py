@@ -3,6 +3,7 @@ killed with SIGKILL at random moments then resumed.
 
     python benchmarks/robustness.py                       # >1000 fuzz cases, 20 CLI cases, 20 kills
     python benchmarks/robustness.py --mutations 20 --hypothesis 20 --cli 4 --kills 3   # a quick look
+    python benchmarks/robustness.py --publish             # the counts into benchmarks/RESULTS.md (`robustness`)
 
 Prints the count of each outcome per loader (failures: traceback, bad-message, unsound, hang, memory,
 code-executed), the CLI exit codes, and for the kills how many outputs were byte-identical to the
@@ -29,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from results import add_publish_arguments, publish  # noqa: E402
 from tests.hostile.cases import (FAILURES, MARKER_NAME, Case, hypothesis_strategies,  # noqa: E402
                                  mutation_cases, run_case, structured_cases)
 
@@ -147,6 +149,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20, help="runs killed with SIGKILL and resumed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json-out", type=Path)
+    add_publish_arguments(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         scratch = Path(folder)
@@ -158,19 +161,27 @@ def main() -> None:
         killed = kills(args, scratch)
 
     by_outcome = collections.Counter()
+    outcomes = ("ok", "rejected", *FAILURES)
     print(f"\n## fuzzed inputs: {sum(tally.values())} in {fuzz_seconds:.0f} s")
-    print("| loader | " + " | ".join(("ok", "rejected", *FAILURES)) + " |")
+    print("| loader | " + " | ".join(outcomes) + " |")
     print("| --- |" + " ---: |" * (2 + len(FAILURES)))
-    for loader in sorted({loader for loader, _ in tally}):
-        counts = [tally[(loader, outcome)] for outcome in ("ok", "rejected", *FAILURES)]
-        print(f"| {loader} | " + " | ".join(map(str, counts)) + " |")
+    rows = [{"loader": loader, **{outcome: tally[(loader, outcome)] for outcome in outcomes}}
+            for loader in sorted({loader for loader, _ in tally})]
+    for row in rows:
+        print(f"| {row['loader']} | " + " | ".join(str(row[outcome]) for outcome in outcomes) + " |")
     for (_, outcome), count in tally.items():
         by_outcome[outcome] += count
-    print("totals: " + ", ".join(f"{k} {v}" for k, v in sorted(by_outcome.items())))
+    totals = "totals: " + ", ".join(f"{k} {v}" for k, v in sorted(by_outcome.items()))
+    print(totals)
     for line in failures[:20]:
         print("  " + line)
     print(f"\n## hostile files through the CLI (scan, evaluate): {dict(cli)}")
     print(f"\n## SIGKILL and --resume: {killed}")
+    if args.publish:
+        publish("robustness", "Hostile input and interrupted runs: fuzzed inputs per loader and outcome", rows,
+                [("loader", "loader"), *((outcome, outcome) for outcome in outcomes)], load=args.load,
+                notes=f"{sum(tally.values())} fuzzed inputs in {fuzz_seconds:.0f} s; {totals}. Hostile files "
+                      f"through the CLI (scan, evaluate): {dict(cli)}. SIGKILL and --resume: {killed}.")
     if args.json_out:
         args.json_out.write_text(json.dumps({
             "fuzz": {f"{loader}/{outcome}": count for (loader, outcome), count in sorted(tally.items())},

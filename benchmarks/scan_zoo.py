@@ -17,7 +17,9 @@ was trained on, and the script prints per-member scores, and for the held-out pa
 shipped threshold and at the calibrated one.
 
     python benchmarks/scan_zoo.py --build-only --jobs 2       # build the zoo (one CPU thread per job)
-    python benchmarks/scan_zoo.py [--methods encoder-clean decree] [--jobs 2]
+    python benchmarks/scan_zoo.py [--methods encoder-clean decree] [--jobs 2] [--publish [--load TEXT]]
+
+With --publish the tables go to benchmarks/RESULTS.md (sections `scan-zoo` and `scan-zoo-members`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from encoder_clean.encoders.io import load_encoder
 from encoder_clean.scan import run_scan, scan_config
 from encoder_clean.scan.verdict import get_method
 from encoder_clean.scan.windows import window_score
+from results import add_publish_arguments, publish
 
 SMALL = "resnet18-cifar-w16"
 OTHER = {"shapes": "glyphs", "glyphs": "shapes"}
@@ -331,8 +334,6 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
 
 
 def publish_results(rows: list[dict], summary: dict, args: argparse.Namespace) -> None:
-    from results import publish
-
     def cell(value: float) -> object:
         return "-" if value != value else value
 
@@ -368,9 +369,8 @@ def main() -> None:
     parser.add_argument("--held-out-only", nargs="*", default=[], metavar="METHOD",
                         help="scan only the held-out part with these methods (their shipped threshold is fixed)")
     parser.add_argument("--json-out", type=Path, default=None)
-    parser.add_argument("--publish", action="store_true", help="refresh the scan-zoo sections of benchmarks/RESULTS.md")
+    add_publish_arguments(parser)  # the scan-zoo and scan-zoo-members sections
     parser.add_argument("--notes", default="", help="a note printed under the published table")
-    parser.add_argument("--load", default="", help="what else ran on the machine meanwhile")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # each command one CPU thread unless told otherwise
     cifar = cifar_spec(cifar_subset(args.out_dir.parent / "cifar10-4k")) if CIFAR_SOURCE.is_dir() else None

@@ -4,10 +4,10 @@ Runs what `encoder-clean pretrain` and `encoder-clean evaluate` run, through the
 on the CPU with one thread: pre-trains the architecture on `--data` with every method for the same
 epochs, writes the random initialisation (0 epochs), and evaluates them all on `--eval-data` (default:
 the pre-training data and, for built-in data, the other family) with a linear probe, the white-square
-trigger and target 0.
+trigger and target 0. With --publish the table goes to benchmarks/RESULTS.md (section `ssl-methods`).
 
     python benchmarks/ssl_methods.py [--methods simclr mocov2 byol] [--epochs 3] [--data builtin:shapes]
-        [--eval-data SPEC ...] [--arch resnet18-cifar-w16] [--out-dir benchmarks/cache]
+        [--eval-data SPEC ...] [--arch resnet18-cifar-w16] [--out-dir benchmarks/cache] [--publish [--load TEXT]]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 import encoder_clean as ec
+from results import add_publish_arguments, publish
 
 FAMILIES = ("builtin:shapes", "builtin:glyphs")
 
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--arch", default="resnet18-cifar-w16")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache"))
+    add_publish_arguments(parser)
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)  # the figures are one-thread figures, whatever the machine
@@ -56,21 +58,33 @@ def main() -> None:
         runs[method] = (result, time.perf_counter() - started)
         encoders[method] = out
 
-    print(f"\n{args.arch} pre-trained on {args.data} for {args.epochs} epochs, one CPU thread; "
-          "linear probe, white-square trigger, target 0")
-    for method, (result, wall) in runs.items():
-        print(f"  {method}: {result.report['steps']} steps, {wall:.1f} s wall with the save ({result.seconds:.1f} s "
-              f"in ec.pretrain), final loss {result.report['final_loss']:.4f}")
+    setup = (f"{args.arch} pre-trained on {args.data} for {args.epochs} epochs, one CPU thread; "
+             "linear probe, white-square trigger, target 0")
+    print(f"\n{setup}")
+    training = [f"{method}: {result.report['steps']} steps, {wall:.1f} s wall with the save ({result.seconds:.1f} s "
+                f"in ec.pretrain), final loss {result.report['final_loss']:.4f}"
+                for method, (result, wall) in runs.items()]
+    for line in training:
+        print(f"  {line}")
     print(f"\n| evaluated on | encoder | ACC % | gain over random init | ASR % | ASR non-target % |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
+    table = []
     for data in evaluated_on:
         report = ec.evaluate(list(encoders.values()), data, ec.EvalConfig(trigger="white-square", target_class=0),
                              device="cpu")
         rows = dict(zip(encoders, report.as_dict()["encoders"]))
         base = rows["random init"]["acc"]
         for name, row in rows.items():
-            gain = "" if name == "random init" else f"{row['acc'] - base:+.2f}"
-            print(f"| {data} | {name} | {row['acc']:.2f} | {gain} | {row['asr']:.2f} | {row['asr_nontarget']:.2f} |")
+            gain = None if name == "random init" else round(row["acc"] - base, 2)
+            shown = "" if gain is None else f"{row['acc'] - base:+.2f}"
+            print(f"| {data} | {name} | {row['acc']:.2f} | {shown} | {row['asr']:.2f} | {row['asr_nontarget']:.2f} |")
+            table.append({"evaluated_on": data, "encoder": name, "acc": row["acc"], "gain": gain, "asr": row["asr"],
+                          "asr_nontarget": row["asr_nontarget"]})
+    if args.publish:
+        publish("ssl-methods", f"Pre-training methods ({args.arch} on {args.data}, {args.epochs} epochs)", table,
+                [("evaluated_on", "evaluated on"), ("encoder", "encoder"), ("acc", "ACC %"),
+                 ("gain", "gain over random init"), ("asr", "ASR %"), ("asr_nontarget", "ASR non-target %")],
+                load=args.load, notes=f"{setup}. " + "; ".join(training) + ".")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Image-views per second of each training command's step: our pipeline against a naive reference loop.
 
     python benchmarks/throughput.py [--device cpu|cuda] [--arch resnet18-cifar-w16] [--batch-size 128]
-        [--steps 30] [--workers N] [--json-out rows.json]
+        [--steps 30] [--workers N] [--json-out rows.json] [--publish [--load TEXT]]
+
+With --publish the table goes to benchmarks/RESULTS.md (section `throughput-cpu` or `throughput-cuda`).
 
 Ours is the library's own code, as the commands run it: the data resident on the device as uint8,
 batched augmentation on the device, bf16 autocast and fused optimisers on CUDA, channels_last, the
@@ -52,6 +54,7 @@ from encoder_clean.pretrain import PretrainLoopConfig, nt_xent, pretrain_encoder
 from encoder_clean.pretrain.simclr import SimCLRSettings  # noqa: E402
 from encoder_clean.runtime import prepare_model, resolve_device  # noqa: E402
 from encoder_clean.triggers import load_trigger  # noqa: E402
+from results import add_publish_arguments, publish  # noqa: E402
 
 TRIGGER = "white-square"
 REFERENCES = BadEncoderConfig().num_references
@@ -349,15 +352,17 @@ def main() -> None:
                         help="DataLoader worker processes of the naive loop")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--json-out", type=Path, default=None)
+    add_publish_arguments(parser)
     args = parser.parse_args()
     device = resolve_device(args.device)
     bench = Bench(args, device)
     ceiling = matmul_rate(device)
-    print(f"{args.arch}, batch {args.batch_size}, {args.steps} steps, device {device}"
-          f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
-          f"{torch.get_num_threads()} threads, naive loader workers {args.workers}; "
-          f"matmul ceiling {ceiling / 1e12:.2f} TFLOP/s")
-    rows = []
+    setup = (f"{args.arch}, batch {args.batch_size}, {args.steps} steps, device {device}"
+             f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
+             f"{torch.get_num_threads()} threads, naive loader workers {args.workers}; "
+             f"matmul ceiling {ceiling / 1e12:.2f} TFLOP/s")
+    print(setup)
+    rows, shown = [], []  # shown: the printed figures, for --publish
     print("| command | ours views/s | naive views/s | ratio | ours MFU | naive MFU | GFLOP/view |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in args.workloads:
@@ -369,11 +374,19 @@ def main() -> None:
                "ratio": round(ours / naive, 2), "mfu_ours": round(mfu_ours, 4), "mfu_naive": round(mfu_naive, 4),
                "gflop_per_view": round(result["flops"] / result["views"] / 1e9, 3)}
         rows.append(row)
+        shown.append({"command": name, "ours": round(ours), "naive": round(naive), "ratio": row["ratio"],
+                      "mfu_ours": round(100 * mfu_ours, 1), "mfu_naive": round(100 * mfu_naive, 1),
+                      "gflop_per_view": row["gflop_per_view"]})
         print(f"| {name} | {ours:,.0f} | {naive:,.0f} | {ours / naive:.2f}x | {100 * mfu_ours:.1f}% | "
               f"{100 * mfu_naive:.1f}% | {row['gflop_per_view']:.3f} |", flush=True)
     if args.json_out:
         args.json_out.write_text(json.dumps({"device": str(device), "arch": args.arch, "ceiling_flops": ceiling,
                                              "rows": rows}, indent=2))
+    if args.publish:
+        title = f"Throughput: image-views per second, ours and a naive loop ({device.type})"
+        columns = [("command", "command"), ("ours", "ours views/s"), ("naive", "naive views/s"), ("ratio", "ratio"),
+                   ("mfu_ours", "ours MFU %"), ("mfu_naive", "naive MFU %"), ("gflop_per_view", "GFLOP/view")]
+        publish(f"throughput-{device.type}", title, shown, columns, load=args.load, notes=setup + ".")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 
     python benchmarks/vit_study.py [--arch vit-p4-d4-w64] [--pretrain-epochs 16] [--pretrain-lr 1e-3]
         [--num-references 100] [--poison-epochs 6] [--family shapes] [--device cpu] [--out-dir benchmarks/cache/vit]
-        [--train N]
+        [--train N] [--publish [--load TEXT]]
 
 Every step runs what the command of that name runs, through the Python API in-process (outputs cached
-in --out-dir, reused when present); the table goes to benchmarks/RESULTS.md (section `vit-study`):
+in --out-dir, reused when present); with --publish the table goes to benchmarks/RESULTS.md (section
+`vit-study`):
   1. `pretrain` the ViT with SimCLR on builtin:FAMILY;
   2. `poison` it with BadEncoder (white-square trigger, target class 0, references of FAMILY);
   3. `distill` with no options: the recommended recipe on the 5% clean subset of builtin:FAMILY;
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 import encoder_clean as ec
-from results import publish
+from results import add_publish_arguments, publish
 
 TRIGGER, TARGET = "white-square", 0
 
@@ -50,7 +51,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache/vit"))
     parser.add_argument("--train", type=int, default=None, help="training images of the built-in family (default: all)")
-    parser.add_argument("--load", default="", help="what else ran on the machine meanwhile, for the table's note")
+    add_publish_arguments(parser)
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     data = f"builtin:{args.family}" + (f"?train={args.train}" if args.train else "")
@@ -81,10 +82,11 @@ def main() -> None:
                ("made_seconds", "made in s")]
     for row in rows:
         print(" | ".join(str(row[key]) for key, _ in columns))
-    publish("vit-study", f"A small ViT ({args.arch})", rows, columns, load=args.load,
-            notes=f"{args.arch} pre-trained on {data} ({args.pretrain_epochs} epochs, lr {args.pretrain_lr}); linear "
-                  f"probe on {data}; trigger {TRIGGER}, target class {TARGET}; `scan` with its defaults on builtin "
-                  f"took {scan_seconds:.0f} s for the three; device {args.device}.")
+    if args.publish:
+        publish("vit-study", f"A small ViT ({args.arch})", rows, columns, load=args.load,
+                notes=f"{args.arch} pre-trained on {data} ({args.pretrain_epochs} epochs, lr {args.pretrain_lr}); "
+                      f"linear probe on {data}; trigger {TRIGGER}, target class {TARGET}; `scan` with its defaults on "
+                      f"builtin took {scan_seconds:.0f} s for the three; device {args.device}.")
 
 
 if __name__ == "__main__":

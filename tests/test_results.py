@@ -3,6 +3,7 @@ commit and machine, and a JSON copy beside it; other sections stay as they were.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import sys
@@ -41,3 +42,22 @@ def test_publish_writes_then_replaces_its_section(results, tmp_path, monkeypatch
     assert saved["rows"] == [{"name": "clean", "acc": 41.25}] and saved["commit"] and saved["machine"]
     with pytest.raises(ValueError):
         results.publish("Bad Name", "t", [], columns, results=target, json_dir=tmp_path)
+
+
+def test_benchmarks_publish_only_when_asked(results):
+    parser = argparse.ArgumentParser()
+    results.add_publish_arguments(parser)
+    assert vars(parser.parse_args([])) == {"publish": False, "load": ""}
+    asked = parser.parse_args(["--publish", "--load", "alone"])
+    assert asked.publish and asked.load == "alone"
+    quiet = argparse.ArgumentParser()
+    results.add_publish_arguments(quiet, load="alone on the machine")
+    assert quiet.parse_args([]).load == "alone on the machine"
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if p.name != "results.py"))
+def test_every_benchmark_that_publishes_takes_the_publish_flag(script):
+    """A script that can write RESULTS.md does so only under `--publish`, never on a trial run."""
+    text = (ROOT / "benchmarks" / script).read_text()
+    if "publish(" in text:
+        assert "add_publish_arguments(parser" in text and "if args.publish" in text, script
