@@ -28,6 +28,15 @@ class ByolSettings:
     tau: float = 0.996  # the target's rate at the first step; it rises to 1 at the last
 
 
+def projection_std(z: torch.Tensor) -> torch.Tensor:
+    """A collapse diagnostic (SimSiam, Chen & He, CVPR 2021, Fig. 2): the standard deviation over the
+    batch of the L2-normalised online projections, averaged over dimensions, here times sqrt(dimensions):
+    about 1 for projections spread over the sphere, 0 for a collapse to one point. Logged beside the loss
+    and reported as `final_projection_std`."""
+    z = F.normalize(z.float(), dim=1)
+    return z.std(dim=0).mean() * z.shape[1] ** 0.5
+
+
 class BYOL(Objective):
     def __init__(self, encoder: Encoder, settings: ByolSettings, schedule: Schedule):
         super().__init__()
@@ -37,6 +46,7 @@ class BYOL(Objective):
         first, last = encoder.head.layers[0], encoder.head.layers[-1]
         self.predictor = ProjectionHead(last.out_features, first.out_features, last.out_features)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # updates made: the schedule's k
+        self._projection_std: torch.Tensor | None = None
 
     def tau(self, step: torch.Tensor | int) -> torch.Tensor:
         """tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2, for the k-th update of K."""
@@ -46,12 +56,17 @@ class BYOL(Objective):
     def loss(self, encoder: Encoder, views: torch.Tensor, device: torch.device) -> torch.Tensor:
         half = views.shape[0] // 2
         with autocast(device):
-            p = self.predictor(encoder.project(encoder.features(views)))
+            z = encoder.project(encoder.features(views))
+            p = self.predictor(z)
             with torch.no_grad():
                 t = self.target.project(self.target.features(views))
         p, t = F.normalize(p.float(), dim=1), F.normalize(t.float(), dim=1)
+        self._projection_std = projection_std(z.detach())
         cosine = (p * t.roll(half, dims=0)).sum(dim=1)  # view 1's prediction with view 2's target, and back
         return (2 - 2 * cosine).view(2, half).sum(dim=0).mean()
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        return {"projection_std": self._projection_std} if self._projection_std is not None else {}
 
     def update(self, encoder: Encoder) -> None:
         momentum_update(self.target, encoder, self.tau(self.steps))

@@ -58,9 +58,10 @@ def pretrain_encoder(encoder: Encoder, images: torch.Tensor, config: PretrainLoo
     scheduler = warmup_cosine(optimizer, total, min(config.warmup_steps, total // 10))
     batches = iter(batcher)
 
-    def step(_: int) -> torch.Tensor:
+    def step(_: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         views = two_views(take(images, next(batches), device), encoder.image_size, g, config.augment)
-        return objective.loss(encoder, views, device)
+        loss = objective.loss(encoder, views, device)
+        return loss, objective.metrics()
 
     def update() -> None:
         if after_step is not None:
@@ -71,4 +72,6 @@ def pretrain_encoder(encoder: Encoder, images: torch.Tensor, config: PretrainLoo
                         state={"encoder": encoder, "objective": objective, "generator": g, "batches": batches},
                         description=description or method.name, after_step=update)
     encoder.eval()
-    return {"method": method.name, "steps": total, "final_loss": history[-1]["loss"] if history else None}
+    last = history[-1] if history else {}
+    return {"method": method.name, "steps": total, "final_loss": last.get("loss"),
+            **{f"final_{key}": value for key, value in last.items() if key not in ("step", "loss")}}

@@ -47,6 +47,10 @@ class Objective(nn.Module):
     def update(self, encoder: Encoder) -> None:
         """After each optimiser step (momentum updates); nothing by default."""
 
+    def metrics(self) -> dict[str, Tensor]:
+        """Diagnostics of the last `loss` (detached scalars), logged beside the loss; none by default."""
+        return {}
+
 
 @dataclass(frozen=True)
 class Method:

@@ -173,3 +173,17 @@ def test_symmetric_moco_adds_the_second_views_queries_and_enqueues_both_views_ke
                                    torch.zeros(8, dtype=torch.long)) for a, b in pairs)
     assert torch.allclose(loss, expected, atol=1e-5)
     assert torch.allclose(moco.queue[:16], torch.cat([k[8:], k[:8]]), atol=1e-5) and int(moco.pointer) == 16
+
+
+def test_byol_reports_the_collapse_diagnostic(tiny_data):
+    from encoder_clean.pretrain.byol import projection_std
+
+    spread = torch.randn(4096, 128, generator=torch.Generator().manual_seed(0))
+    assert float(projection_std(spread)) == pytest.approx(1.0, abs=0.02)
+    assert float(projection_std(torch.ones(16, 128) + 1e-3 * spread[:16])) < 0.01  # collapsed: one point
+    stats = pretrain_encoder(_encoder(), tiny_data.train.images[:16],
+                             PretrainLoopConfig(epochs=1, batch_size=16, method="byol"), seed=0, device=CPU)
+    assert 0 < stats["final_projection_std"] <= 1.5
+    simclr = pretrain_encoder(_encoder(), tiny_data.train.images[:16],
+                              PretrainLoopConfig(epochs=1, batch_size=16, method="simclr"), seed=0, device=CPU)
+    assert "final_projection_std" not in simclr
