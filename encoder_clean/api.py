@@ -29,7 +29,7 @@ import torch
 
 from encoder_clean.data.augment import augmentation
 from encoder_clean.data.dataset import Dataset, Split
-from encoder_clean.data.specs import class_count
+from encoder_clean.data.specs import check_spec, class_count
 from encoder_clean.data.specs import load_data as _load_data_spec
 from encoder_clean.encoders import create_encoder
 from encoder_clean.encoders.base import Encoder
@@ -256,6 +256,9 @@ def poison(encoder: EncoderLike, data: DataLike, config: PoisonConfig = PoisonCo
     trigger_spec = config.trigger or spec.default_trigger
     load_trigger(trigger_spec, loaded.encoder.image_size)  # fail on a bad trigger before any long work
     given = config.reference_data
+    for named in (data, given):
+        if isinstance(named, str):
+            check_spec(named)
     check_target_class(config.target_class, data if given is None else given)
     shadow = load_data(data, progress)
     reference_spec = given.name if isinstance(given, Dataset) else given

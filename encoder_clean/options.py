@@ -38,6 +38,24 @@ def _convert(name: str, text: str, kind: Any) -> Any:
     raise UserError(f"option {name} cannot be set from the command line")
 
 
+# Settings that mean the same in every method, and the values that can make sense for them: a value
+# outside is refused when the option is read, before any data is, instead of minutes later in a loop.
+_AT_LEAST_ONE = ("epochs", "batch_size", "num_references", "steps")
+_POSITIVE = ("lr", "temperature")
+_NON_NEGATIVE = ("weight_decay",)
+
+
+def _check_range(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if (name in _AT_LEAST_ONE or name.endswith("_epochs")) and value < 1:
+        raise UserError(f"option {name}={value}: must be at least 1")
+    if (name in _POSITIVE or name.endswith("_lr")) and value <= 0:
+        raise UserError(f"option {name}={value}: must be greater than 0")
+    if name in _NON_NEGATIVE and value < 0:
+        raise UserError(f"option {name}={value}: must not be negative")
+
+
 def field_types(config_type: type) -> dict[str, Any]:
     hints = typing.get_type_hints(config_type)
     return {f.name: hints[f.name] for f in dataclasses.fields(config_type) if f.init}
@@ -56,6 +74,7 @@ def apply_options(config: Config, assignments: Iterable[str], what: str) -> Conf
             known = ", ".join(sorted(types)) or "none"
             raise UserError(f"{what} has no option {key!r}; known: {known}")
         changes[key] = _convert(key, text.strip(), types[key])
+        _check_range(key, changes[key])
     return dataclasses.replace(config, **changes) if changes else config  # type: ignore[type-var]
 
 

@@ -56,7 +56,7 @@ CheckpointEveryOption = Annotated[str, typer.Option(
     "--checkpoint-every", metavar="STEPS|TIME", help="How often a long run saves its resume checkpoint: steps "
     "(500), a time (90s, 5m, 1h) or off (only between phases). The checkpoint is deleted once --out is written.")]
 
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, emoji=False)  # ":x:" in a path stays text
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -153,7 +153,7 @@ class Output:
         self.json_path = ("-" if to_stdout else json_path) if main else None
         self.quiet = quiet or not main
         stream = sys.stderr if to_stdout else sys.stdout
-        self.console = Console(stderr=to_stdout, highlight=False, quiet=not main,
+        self.console = Console(stderr=to_stdout, highlight=False, emoji=False, quiet=not main,
                                width=None if stream.isatty() else PIPED_WIDTH)
         self.started = time.perf_counter()
         self.started_at = datetime.datetime.now(datetime.timezone.utc)

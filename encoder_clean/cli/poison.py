@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from encoder_clean import api
+from encoder_clean.data.specs import check_spec
 from encoder_clean.attacks import get_attack, list_attacks
 from encoder_clean.cli.common import (ArchOption, PrefixOption, CheckpointEveryOption, CompileOption, DEFAULT_CHECKPOINT_EVERY,
                                       DataOption, DeviceOption, JsonOption, Output, QuietOption, ResumeOption,
@@ -57,6 +58,9 @@ def poison(
         raise UserError(f"--target-class {target_class}: must be 0 or more")
     with about("--attack", attack):
         spec = get_attack(attack)
+    if reference_data is not None:
+        with about("--reference-data", reference_data):
+            check_spec(reference_data)
     config = api.PoisonConfig(attack=attack, trigger=trigger, target_class=target_class, reference_data=reference_data,
                               preset=preset, epochs=epochs, lr=lr, batch_size=batch_size,
                               num_references=num_references, options=tuple(option or ()))

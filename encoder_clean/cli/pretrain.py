@@ -12,10 +12,11 @@ import typer
 from encoder_clean import api
 from encoder_clean.cli.common import (CheckpointEveryOption, CompileOption, DEFAULT_CHECKPOINT_EVERY, DataOption,
                                       DeviceOption, JsonOption, Output, QuietOption, ResumeOption, SeedOption,
-                                      check_output, check_room, handle_errors, resumable, run_identity,
+                                      about, check_output, check_room, handle_errors, resumable, run_identity,
                                       training_command)
+from encoder_clean.data.augment import augmentation
 from encoder_clean.encoders import create_encoder
-from encoder_clean.pretrain import DEFAULT_METHOD, PretrainLoopConfig, list_methods
+from encoder_clean.pretrain import DEFAULT_METHOD, PretrainLoopConfig, get_method, list_methods
 
 DEFAULT_ARCH = "resnet18-cifar-w16"
 DEFAULTS = PretrainLoopConfig()
@@ -48,6 +49,10 @@ def pretrain(
     config = api.PretrainConfig(arch=arch, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
                                 augment=augment, options=tuple(option or ()))
     config.check()
+    with about("--method", method):
+        get_method(method).settings(list(option or ()))
+    with about("--augment", augment):
+        augmentation(augment)
     identity = run_identity("pretrain", {"data": data, **dataclasses.asdict(config), "seed": seed})
     with resumable(out, resume, checkpoint_every, identity):
         check_room(out, create_encoder(arch))

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from encoder_clean import api
 from encoder_clean.cli.common import (ArchOption, PrefixOption, DataOption, DeviceOption, JsonOption, Output, QuietOption,
-                                      SeedOption, check_output, handle_errors)
+                                      SeedOption, about, check_output, handle_errors)
 from encoder_clean.cli.reading import open_encoder
 from encoder_clean.errors import UserError
 from encoder_clean.options import describe_options
@@ -49,7 +49,8 @@ def scan(
     score, threshold and margin. Exit codes: 0 all clean, 1 a backdoor found, 2 bad input.
     """
     output = Output(json_path, quiet)
-    chosen = get_method(method)
+    with about("--method", method):
+        chosen = get_method(method)
     config = scan_config(method, list(option or []))
     limit = chosen.threshold if threshold is None else threshold
     if limit != limit or limit in (float("inf"), float("-inf")):
@@ -98,7 +99,8 @@ def _trigger_paths(trigger_out: Path | None, count: int) -> list[Path]:
 
 
 def _table(rows: list[dict], method: str) -> Table:
-    chosen = get_method(method)
+    with about("--method", method):
+        chosen = get_method(method)
     table = Table(title=f"scan ({method}): backdoor when the {chosen.score} is above the threshold")
     table.add_column("encoder", overflow="fold")
     for column in ("verdict", chosen.score, "threshold", "margin", "PL1-norm", "seconds"):

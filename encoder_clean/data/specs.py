@@ -33,6 +33,16 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     return name.strip().lower(), argument, options
 
 
+def check_spec(spec: str) -> tuple[DataFormat, str, dict[str, str]]:
+    """The format, argument and options of a spec whose syntax and format name are right (nothing is read);
+    a UserError otherwise, so that commands can check every spec they were given before reading any."""
+    name, argument, options = parse_spec(spec)
+    formats = FORMATS.items()
+    if name not in formats:
+        raise UserError(f"unknown data format {name!r} in {spec!r}; known: {', '.join(formats)}")
+    return formats[name], argument, options
+
+
 def class_count(spec: str) -> int | None:
     """The number of classes of the data a spec names, found without decoding its images (a folder's
     class folders, an npz file's labels); None when the format cannot tell cheaply or the spec is bad
@@ -54,10 +64,7 @@ def load_data(spec: str, progress: Progress = NULL_PROGRESS) -> Dataset:
     """Read the dataset a spec names; every failure a user can cause is a one-line UserError.
 
     Formats that decode image files report each split on `progress` as they go."""
-    name, argument, options = parse_spec(spec)
-    formats = FORMATS.items()
-    if name not in formats:
-        raise UserError(f"unknown data format {name!r} in {spec!r}; known: {', '.join(formats)}")
-    dataset = formats[name].loader(argument, dict(options), progress)
+    data_format, argument, options = check_spec(spec)
+    dataset = data_format.loader(argument, options, progress)
     dataset.name = spec
     return dataset

@@ -153,6 +153,14 @@ def test_distill_names_are_checked_before_the_data(extra, flag, checkpoint, tmp_
     ("poison", ["--attack", "nope"], "--attack"),
     ("purify", ["--method", "nope"], "--method"),
     ("purify", ["--clean-fraction", "2"], "--clean-fraction"),
+    ("purify", ["--option", "lr=0"], "lr=0"),
+    ("poison", ["--option", "epochs=-1"], "epochs=-1"),
+    ("poison", ["--reference-data", "nope:x"], "--reference-data nope:x"),
+    ("distill", ["--option", "warmup_epochs=0"], "warmup_epochs=0"),
+    ("distill", ["--loss", "nope"], "--loss"),
+    ("pretrain", ["--method", "nope"], "--method nope"),
+    ("pretrain", ["--augment", "nope"], "--augment nope"),
+    ("scan", ["--method", "nope"], "--method nope"),
 ])
 def test_options_are_checked_before_the_data(command, extra, flag, checkpoint, tmp_path, no_data):
     line = one_error_line(runner.invoke(app, [*commands(checkpoint, tmp_path / "o.safetensors")[command], *extra]))
