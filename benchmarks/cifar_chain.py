@@ -164,12 +164,14 @@ def main() -> None:
                         help="poison epochs for every attack (N) or one (ATTACK=N); default: the fast preset's")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--attacks", nargs="+", choices=ATTACKS, default=list(ATTACKS))
+    parser.add_argument("--attacks", nargs="*", choices=ATTACKS, default=list(ATTACKS),
+                        help="attacks to run (none: only the clean and random encoders, for pre-training figures)")
     parser.add_argument("--defenses", nargs="+", choices=list(DEFENSES), default=list(DEFENSES))
     parser.add_argument("--skip-scan", action="store_true")
     parser.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "cache" / "cifar")
     parser.add_argument("--json-out", type=Path, default=None, help="also write every figure here")
     add_publish_arguments(parser)
+    parser.add_argument("--section", default="cifar-chain", help="the RESULTS.md section --publish writes")
     args = parser.parse_args()
     args.poison_epochs = poison_epochs(args.poison_epochs)
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -209,7 +211,7 @@ def main() -> None:
         notes = ("seconds: wall time of the step that made the encoder (cached: made by an earlier run); "
                  + ", ".join(f"{label} of all encoders {seconds:.0f} s" for label, seconds in other.items())
                  + (f"; reading the CIFAR-10 folder took {folder_seconds:.1f} s" if folder_seconds else ""))
-        publish("cifar-chain", title, table, [("encoder", "encoder"), ("acc", "ACC %"), ("asr", "ASR %"),
+        publish(args.section, title, table, [("encoder", "encoder"), ("acc", "ACC %"), ("asr", "ASR %"),
                                               ("asr_nontarget", "ASR non-target %"), ("verdict", "scan"),
                                               ("score", "scan score"), ("threshold", "threshold"),
                                               ("seconds", "seconds")],
