@@ -14,7 +14,7 @@ read once. Steps (each output cached under --cache, so a rerun only computes wha
 6. `scan` every encoder (verdict, score against the threshold).
 
     python benchmarks/cifar_chain.py [--archive CIFAR10_JPEG.tar.gz] [--arch resnet18-cifar-w16]
-        [--pretrain-epochs 12] [--augment simclr] [--poison-epochs badencoder=1 drupe=3] [--threads 2] [--cache benchmarks/cache/cifar]
+        [--pretrain-epochs 12] [--augment simclr] [--poison-epochs badencoder=1 drupe=1] [--num-references drupe=50] [--threads 2] [--cache benchmarks/cache/cifar]
         [--publish [--load TEXT]]
 
 With --publish the table goes to benchmarks/RESULTS.md (section `cifar-chain`).
@@ -118,18 +118,18 @@ def prepare_data(archive: Path, cache: Path) -> tuple[str, float | None]:
     return f"npz:{npz}", seconds
 
 
-def poison_epochs(given: list[str]) -> dict[str, int]:
-    """Each attack's poisoning epochs: its fast preset's, replaced by `N` (all attacks) or `ATTACK=N`."""
+def per_attack(given: list[str], setting: str, flag: str) -> dict[str, int]:
+    """Each attack's value of a fast-preset `setting`, replaced by `N` (all attacks) or `ATTACK=N`."""
     from encoder_clean.attacks import get_attack
 
-    epochs = {attack: get_attack(attack).preset("fast").epochs for attack in ATTACKS}
+    values = {attack: getattr(get_attack(attack).preset("fast"), setting) for attack in ATTACKS}
     for item in given:
         attack, _, count = item.rpartition("=")
         for name in ([attack] if attack else ATTACKS):
-            if name not in epochs or not count.isdigit():
-                sys.exit(f"--poison-epochs {item}: expected N or ATTACK=N with ATTACK in {', '.join(ATTACKS)}")
-            epochs[name] = int(count)
-    return epochs
+            if name not in values or not count.isdigit():
+                sys.exit(f"{flag} {item}: expected N or ATTACK=N with ATTACK in {', '.join(ATTACKS)}")
+            values[name] = int(count)
+    return values
 
 
 def make_encoders(args: argparse.Namespace, data: ec.DataLike, run: Runner) -> dict[str, Path]:
@@ -142,9 +142,12 @@ def make_encoders(args: argparse.Namespace, data: ec.DataLike, run: Runner) -> d
                         lambda **step: ec.pretrain(data, ec.PretrainConfig(arch=args.arch, epochs=0), **step))
     encoders = {"random init": random, "clean": clean}
     for attack in args.attacks:
-        epochs = args.poison_epochs[attack]
-        attacked = ec.PoisonConfig(attack=attack, trigger=TRIGGER, target_class=TARGET_CLASS, epochs=epochs)
-        poisoned = run.cached(f"poison {attack}", args.cache / f"{attack}_{tag}_p{epochs}.safetensors",
+        epochs, references = args.poison_epochs[attack], args.num_references[attack]
+        attacked = ec.PoisonConfig(attack=attack, trigger=TRIGGER, target_class=TARGET_CLASS, epochs=epochs,
+                                   num_references=references)
+        # the number of references is in the name only where it differs from the preset's (older caches)
+        named = "" if references == per_attack([], "num_references", "")[attack] else f"_r{references}"
+        poisoned = run.cached(f"poison {attack}", args.cache / f"{attack}_{tag}_p{epochs}{named}.safetensors",
                               lambda **step: ec.poison(clean, data, attacked, **step))
         encoders[attack] = poisoned
         for name in args.defenses:
@@ -162,6 +165,8 @@ def main() -> None:
     parser.add_argument("--augment", default="simclr", help="pretrain's augmentation preset")
     parser.add_argument("--poison-epochs", nargs="+", default=[], metavar="[ATTACK=]N",
                         help="poison epochs for every attack (N) or one (ATTACK=N); default: the fast preset's")
+    parser.add_argument("--num-references", nargs="+", default=[], metavar="[ATTACK=]N",
+                        help="target-class reference images per attack, as --poison-epochs; default: the preset's")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--attacks", nargs="*", choices=ATTACKS, default=list(ATTACKS),
@@ -173,7 +178,8 @@ def main() -> None:
     add_publish_arguments(parser)
     parser.add_argument("--section", default="cifar-chain", help="the RESULTS.md section --publish writes")
     args = parser.parse_args()
-    args.poison_epochs = poison_epochs(args.poison_epochs)
+    args.poison_epochs = per_attack(args.poison_epochs, "epochs", "--poison-epochs")
+    args.num_references = per_attack(args.num_references, "num_references", "--num-references")
     args.cache.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     run = Runner(args.device, args.cache / "logs")
@@ -196,9 +202,10 @@ def main() -> None:
     table = [{"encoder": name, "acc": row["acc"], "asr": row["asr"], "asr_nontarget": row["asr_nontarget"],
               "verdict": row.get("verdict", "-"), "score": row.get("score"), "threshold": row.get("threshold"),
               "seconds": run.seconds.get(step_of[name], "cached")} for name, row in rows.items()]
-    poisoned_for = ", ".join(f"{attack} {args.poison_epochs[attack]}" for attack in args.attacks)
-    title = (f"Real CIFAR-10: {args.arch}, pretrain {args.pretrain_epochs} epochs ({args.augment}), poison epochs "
-             f"{poisoned_for}, target class {TARGET_CLASS}, {TRIGGER}, linear probe")
+    poisoned_for = ", ".join(f"{attack} {args.poison_epochs[attack]} epoch(s) with {args.num_references[attack]} "
+                             f"references" for attack in args.attacks)
+    title = (f"Real CIFAR-10: {args.arch}, pretrain {args.pretrain_epochs} epochs ({args.augment}), poison "
+             f"{poisoned_for or 'none'}, target class {TARGET_CLASS}, {TRIGGER}, linear probe")
     print(f"\n{title}, {args.threads} threads, device {args.device}")
     print(f"{'encoder':<22}{'ACC':>8}{'ASR':>8}{'ASR-nt':>8}{'scan':>10}{'score':>8}{'seconds':>9}")
     for row in table:
