@@ -171,7 +171,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--attacks", nargs="*", choices=ATTACKS, default=list(ATTACKS),
                         help="attacks to run (none: only the clean and random encoders, for pre-training figures)")
-    parser.add_argument("--defenses", nargs="+", choices=list(DEFENSES), default=list(DEFENSES))
+    parser.add_argument("--defenses", nargs="*", choices=list(DEFENSES), default=list(DEFENSES),
+                        help="defenses to run on each poisoned encoder (none: only the attacks)")
     parser.add_argument("--skip-scan", action="store_true")
     parser.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "cache" / "cifar")
     parser.add_argument("--json-out", type=Path, default=None, help="also write every figure here")
