@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from encoder_clean.data.augment import AUGMENTATIONS
+from encoder_clean.data.augment import AUGMENTATIONS, augmentation
 from results import add_publish_arguments, publish
 
 PATCH = 10 / 32  # the default 10-pixel patch on 32-pixel images
@@ -64,7 +64,7 @@ def layout_boxes(layout: str, object_scale: float, n: int, g: torch.Generator) -
 
 
 def separated_pairs(augment: str, layout: str, object_scale: float, pairs: int, seed: int = 0) -> dict[str, float]:
-    config = AUGMENTATIONS[augment]
+    config = augmentation(augment)
     g = torch.Generator().manual_seed(seed)
     objects, patches = layout_boxes(layout, object_scale, pairs, g)
     first = crop_windows(pairs, config.crop_scale, config.crop_ratio, g)
@@ -81,7 +81,7 @@ def separated_pairs(augment: str, layout: str, object_scale: float, pairs: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--augment", nargs="+", default=["strong", "simclr"], choices=sorted(AUGMENTATIONS))
+    parser.add_argument("--augment", nargs="+", default=["strong", "simclr"], choices=sorted(AUGMENTATIONS.items()))
     parser.add_argument("--object-scale", nargs="+", type=float, default=[0.4, 0.45, 0.6])
     parser.add_argument("--pairs", type=int, default=200_000)
     add_publish_arguments(parser)

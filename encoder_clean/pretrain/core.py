@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from encoder_clean.data.augment import AUGMENTATIONS, AugmentConfig, simclr_augment
+from encoder_clean.data.augment import AugmentConfig, augmentation, simclr_augment
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.pretrain.registry import Schedule, get_method
 from encoder_clean.runtime import NULL_PROGRESS, Progress, device_generator, fused, take
@@ -29,7 +29,7 @@ class PretrainLoopConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-6
     warmup_steps: int = 20
-    augment: AugmentConfig = field(default_factory=lambda: AUGMENTATIONS["strong"])
+    augment: AugmentConfig = field(default_factory=lambda: augmentation("strong"))
     method: str = DEFAULT_METHOD
     options: tuple[str, ...] = ()  # the method's settings as KEY=VALUE, over its published defaults
 

@@ -10,7 +10,7 @@ import argparse
 
 import torch
 
-from encoder_clean.data.augment import AUGMENTATIONS, simclr_augment
+from encoder_clean.data.augment import augmentation, simclr_augment
 from encoder_clean.data.builtin import make_builtin
 from encoder_clean.encoders import create_encoder
 from encoder_clean.parallel import joined, world
@@ -34,7 +34,7 @@ def main() -> None:
         g = device_generator(device, 1)
         batches = iter(EpochBatcher(len(images), args.batch, g, device))
         optimizer = torch.optim.SGD(encoder.parameters(), lr=0.01)
-        augment = AUGMENTATIONS["strong"]
+        augment = augmentation("strong")
 
         def step(_: int) -> torch.Tensor:
             batch = images[next(batches)]

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from encoder_clean.data.augment import AUGMENTATIONS
+from encoder_clean.data.augment import augmentation
 from encoder_clean.encoders import create_encoder
 from encoder_clean.errors import UserError
 from encoder_clean.pretrain import PretrainLoopConfig, Schedule, get_method, list_methods, pretrain_encoder, two_views
@@ -31,7 +31,7 @@ def _build(name, encoder, *options, total_steps=10, images=1000, batch_size=8):
 
 def _views(n=8, seed=0):
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
-    return two_views(images, 32, torch.Generator().manual_seed(seed), AUGMENTATIONS["strong"])
+    return two_views(images, 32, torch.Generator().manual_seed(seed), augmentation("strong"))
 
 
 def test_every_method_is_registered():

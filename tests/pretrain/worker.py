@@ -8,7 +8,7 @@ import argparse
 
 import torch
 
-from encoder_clean.data.augment import AUGMENTATIONS
+from encoder_clean.data.augment import augmentation
 from encoder_clean.data.builtin import make_builtin
 from encoder_clean.encoders import create_encoder
 from encoder_clean.parallel import joined, world
@@ -39,7 +39,7 @@ def train(name: str, method_name: str, options: tuple[str, ...], images: torch.T
         # contiguous views: with channels_last, one process's gradients differ from the contiguous
         # layout's by up to 1% (measured: sums in another order, cancelling through the BatchNorm
         # layers), which would hide what this compares
-        views = two_views(images[next(batches)], 32, g, AUGMENTATIONS["strong"]).contiguous()
+        views = two_views(images[next(batches)], 32, g, augmentation("strong")).contiguous()
         return objective.loss(encoder, views, device)
 
     run_steps(step, optimizer, steps, state={"encoder": encoder, "objective": objective, "generator": g,
