@@ -19,7 +19,7 @@ from encoder_clean.errors import UserError
 from encoder_clean.options import describe_options
 from encoder_clean.scan import list_methods, scan_config
 from encoder_clean.scan.report import write_sarif, write_trigger_png
-from encoder_clean.scan.verdict import BACKDOOR, get_method
+from encoder_clean.scan.verdict import BACKDOOR, ScanMethod, get_method
 
 EXIT_BACKDOOR = 1
 
@@ -76,7 +76,7 @@ def scan(
     backdoors = sum(row["verdict"] == BACKDOOR for row in rows)
     if sarif is not None:
         write_sarif(sarif, rows, output.started_at, EXIT_BACKDOOR if backdoors else 0)
-    output.console.print(_table(rows, method))
+    output.console.print(_table(rows, method, chosen))
     payload = {"method": method, "settings": describe_options(config), "data": data,
                "shadow_images": results[0].shadow_sample["size"], "shadow_sample": results[0].shadow_sample,
                "seconds": output.seconds, "verdict": BACKDOOR if backdoors else "clean",
@@ -98,9 +98,7 @@ def _trigger_paths(trigger_out: Path | None, count: int) -> list[Path]:
     return [trigger_out.with_name(f"{trigger_out.stem}-{index + 1}{trigger_out.suffix}") for index in range(count)]
 
 
-def _table(rows: list[dict], method: str) -> Table:
-    with about("--method", method):
-        chosen = get_method(method)
+def _table(rows: list[dict], method: str, chosen: ScanMethod) -> Table:
     table = Table(title=f"scan ({method}): backdoor when the {chosen.score} is above the threshold")
     table.add_column("encoder", overflow="fold")
     for column in ("verdict", chosen.score, "threshold", "margin", "PL1-norm", "seconds"):

@@ -271,14 +271,14 @@ def load_npz(argument: str, options: dict[str, str], progress: Progress = NULL_P
 
 
 def _folder_class_count(argument: str, options: dict[str, str]) -> int | None:
-    train_dir = Path(argument).expanduser() / "train"
+    train_dir = require_root("folder", argument) / "train"
     return len(_class_folders(train_dir)) if train_dir.is_dir() else None
 
 
 def _npz_class_count(argument: str, options: dict[str, str]) -> int | None:
     """The largest label + 1, as load_npz counts, from the label arrays alone (numpy reads an npz's members
     one at a time, so the images stay unread)."""
-    path = Path(argument).expanduser()
+    path = require_root("npz", argument)
     files = ([(path / "train.npz", "y"), (path / "test.npz", "y")] if path.is_dir()
              else [(path, "y_train"), (path, "y_test")])
     largest = -1

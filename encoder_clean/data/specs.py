@@ -48,14 +48,13 @@ def class_count(spec: str) -> int | None:
     class folders, an npz file's labels); None when the format cannot tell cheaply or the spec is bad
     (`load_data` then says what is wrong)."""
     try:
-        name, argument, options = parse_spec(spec)
+        data_format, argument, options = check_spec(spec)
     except UserError:
         return None
-    data_format = FORMATS.items().get(name)
-    if data_format is None or data_format.class_count is None:
+    if data_format.class_count is None:
         return None
     try:
-        return data_format.class_count(argument, dict(options))
+        return data_format.class_count(argument, options)
     except Exception:  # a broken spec or file is reported by load_data, in its own words
         return None
 
