@@ -118,11 +118,15 @@ def prepare_data(archive: Path, cache: Path) -> tuple[str, float | None]:
     return f"npz:{npz}", seconds
 
 
-def per_attack(given: list[str], setting: str, flag: str) -> dict[str, int]:
-    """Each attack's value of a fast-preset `setting`, replaced by `N` (all attacks) or `ATTACK=N`."""
+def preset_value(attack: str, setting: str) -> int:
     from encoder_clean.attacks import get_attack
 
-    values = {attack: getattr(get_attack(attack).preset("fast"), setting) for attack in ATTACKS}
+    return getattr(get_attack(attack).preset("fast"), setting)
+
+
+def per_attack(given: list[str], setting: str, flag: str) -> dict[str, int]:
+    """Each attack's value of a fast-preset `setting`, replaced by `N` (all attacks) or `ATTACK=N`."""
+    values = {attack: preset_value(attack, setting) for attack in ATTACKS}
     for item in given:
         attack, _, count = item.rpartition("=")
         for name in ([attack] if attack else ATTACKS):
@@ -146,7 +150,7 @@ def make_encoders(args: argparse.Namespace, data: ec.DataLike, run: Runner) -> d
         attacked = ec.PoisonConfig(attack=attack, trigger=TRIGGER, target_class=TARGET_CLASS, epochs=epochs,
                                    num_references=references)
         # the number of references is in the name only where it differs from the preset's (older caches)
-        named = "" if references == per_attack([], "num_references", "")[attack] else f"_r{references}"
+        named = "" if references == preset_value(attack, "num_references") else f"_r{references}"
         poisoned = run.cached(f"poison {attack}", args.cache / f"{attack}_{tag}_p{epochs}{named}.safetensors",
                               lambda **step: ec.poison(clean, data, attacked, **step))
         encoders[attack] = poisoned

@@ -40,7 +40,8 @@ def run(name: str, argv: list[str], folder: str) -> dict:
     seconds = time.perf_counter() - started
     shown = "encoder-clean " + " ".join(a.format(d="WORK") for a in argv)
     if done.returncode not in (0, 1):  # scan exits 1 when it finds the backdoor
-        sys.exit(f"{name} failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or [""])[-1]
+        sys.exit(f"{name} failed ({done.returncode}): {last}")
     print(f"{name}: {seconds:.1f} s (exit {done.returncode})", flush=True)
     return {"step": name, "command": shown, "seconds": round(seconds, 1), "exit": done.returncode}
 
