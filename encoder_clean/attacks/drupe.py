@@ -28,7 +28,7 @@ class DrupeConfig(BadEncoderConfig):
 
 
 PUBLISHED = DrupeConfig(epochs=120, batch_size=256, lr=0.05, optimizer="sgd", weight_decay=5e-4,
-                        lambda1=1.0, lambda2=1.0, trigger_augment="none")
+                        lambda1=1.0, lambda2=1.0, trigger_augment="none", anchor_references=False)
 
 
 def sliced_wasserstein(a: Tensor, b: Tensor, projections: int, g: torch.Generator) -> Tensor:
