@@ -14,6 +14,13 @@ distribution of other encoders, so the threshold does not move with architecture
 
 All windows advance together as one batch; the log-residual objective keeps pushing where the cosine is
 already close to 1, which is where a backdoor and a merely fragile encoder differ.
+
+Where the search starts matters more than how long it runs. From a random pattern, gradient ascent falls
+into the generic collapse every encoder has: on a DRUPE encoder of real CIFAR-10 the window over the trigger
+never passed 0.80 mean cosine in 100 steps, though a plain white fill of it scored 0.90 and the trigger
+0.99. So each window first tries a bank of starts, forward passes only: the eight solid colours of the RGB
+cube, checkerboards of three periods and a few high-contrast noise patterns, and climbs from the one that
+makes a few shadow images agree the most (start_bank; off: one random start per window).
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ class WindowConfig:
     batch_size: int = 8  # shadow images per step, shared by all windows
     lr: float = 0.2
     eval_images: int = 64  # each window's final residual: measured on these shadow images, all windows alike
+    start_bank: bool = True  # each window starts from the best of solid colours, checkerboards and noise
+    noise_starts: int = 4  # high-contrast noise patterns in the bank
+    start_images: int = 16  # shadow images each start is tried on
     bf16: bool = False  # bf16 autocast on CPUs with AVX512-BF16 (faster; features are still compared in fp32)
     mad_floor: float = 0.05  # smallest spread (log units) the anomaly index divides by
     # The verdict: backdoor when either figure passes its limit (score = the larger ratio to its limit).
@@ -53,6 +63,8 @@ class WindowConfig:
             raise UserError("scan: window must be in (0, 1)")
         if self.grid < 2 or self.steps < 1 or self.batch_size < 2 or self.eval_images < 2:
             raise UserError("scan: grid must be >= 2, steps >= 1, batch_size and eval_images >= 2")
+        if self.noise_starts < 0 or self.start_images < 2:
+            raise UserError("scan: noise_starts must be >= 0 and start_images >= 2")
         if min(self.lr, self.mad_floor, self.anomaly_limit, self.gap_limit) <= 0:
             raise UserError("scan: lr, mad_floor, anomaly_limit and gap_limit must be > 0")
 
@@ -106,7 +118,11 @@ def _search(encoder: Encoder, shadow: Tensor, config: WindowConfig, device: torc
     for index, (top, left, side) in enumerate(boxes):
         masks[index, :, top:top + side, left:left + side] = 1
     g = device_generator(device, seed)
-    pattern_logit = (0.5 * torch.randn((count, 3, size, size), generator=g, device=device)).requires_grad_(True)
+    if config.start_bank:
+        pattern_logit = _best_starts(encoder, shadow, masks, config, g, progress)
+    else:
+        pattern_logit = 0.5 * torch.randn((count, 3, size, size), generator=g, device=device)
+    pattern_logit.requires_grad_(True)
     optimizer = torch.optim.Adam([pattern_logit], lr=config.lr, betas=(0.5, 0.9))
     batch_size = min(config.batch_size, len(shadow))
     with progress.task("collapsing windows", total=config.steps) as advance:
@@ -132,6 +148,45 @@ def _search(encoder: Encoder, shadow: Tensor, config: WindowConfig, device: torc
     return WindowScan(anomaly_index(residuals, config.mad_floor), gap, [round(float(v), 4) for v in residuals],
                       [round(1 - math.exp(float(v)), 5) for v in residuals], best, boxes, masks[best].cpu(),
                       pattern[best], baseline)
+
+
+SATURATED = 2.0  # pattern logit of a full-on channel: (tanh(2) + 1) / 2 = 0.98
+
+
+def start_bank(size: int, noise: int, g: torch.Generator) -> Tensor:
+    """(K, 3, size, size) pattern logits: the 8 solid colours, checkerboards with squares of 1, 2 and 4
+    pixels at 32 px (scaled with the image), and `noise` random high-contrast patterns."""
+    device = g.device
+    corners = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], dtype=torch.float, device=device)
+    solids = corners[:, :, None, None].expand(8, 3, size, size)
+    rows, cols = torch.meshgrid(torch.arange(size, device=device), torch.arange(size, device=device), indexing="ij")
+    checks = []
+    for square in (1, 2, 4):
+        side = max(1, round(square * size / 32))
+        checks.append((((rows // side) + (cols // side)) % 2).float()[None].expand(3, size, size))
+    binary = torch.cat([solids, torch.stack(checks)]) * (2 * SATURATED) - SATURATED
+    return torch.cat([binary, 1.5 * SATURATED * torch.randn((noise, 3, size, size), generator=g, device=device)])
+
+
+@torch.no_grad()
+def _best_starts(encoder: Encoder, shadow: Tensor, masks: Tensor, config: WindowConfig, g: torch.Generator,
+                 progress: Progress) -> Tensor:
+    """Per window, the start of the bank under which `start_images` shadow images agree the most."""
+    size = encoder.image_size
+    bank = start_bank(size, config.noise_starts, g)
+    count = min(config.start_images, len(shadow))
+    picks = torch.randperm(len(shadow), generator=g, device=shadow.device)[:count]
+    images = to_float(shadow[picks], size)
+    fills = (torch.tanh(bank) + 1) / 2
+    chosen = []
+    with progress.task("choosing starts", total=len(masks)) as advance:
+        for mask in masks:
+            stamped = (1 - mask) * images[None] + (mask * fills)[:, None]
+            with autocast(images.device):
+                features = encoder.features(stamped.flatten(0, 1)).float()
+            chosen.append(int(mean_pairwise_cosine(features.view(len(bank), count, -1)).argmax()))
+            advance(1)
+    return bank[chosen].clone()
 
 
 @torch.no_grad()

@@ -16,7 +16,8 @@ from encoder_clean.scan import BACKDOOR, CLEAN, list_methods, run_scan, scan_con
 from encoder_clean.scan.decree import DecreeConfig, decree_invert
 from encoder_clean.scan.invert import mean_pairwise_cosine
 from encoder_clean.scan.verdict import get_method, margin_for, verdict_for
-from encoder_clean.scan.windows import WindowConfig, anomaly_index, scan_windows, window_boxes, window_score
+from encoder_clean.scan.windows import (WindowConfig, anomaly_index, scan_windows, start_bank, window_boxes,
+                                        window_score)
 from tests.scan.planted import LEFT, SIZE, TOP, PlantedBackdoor
 
 CPU = torch.device("cpu")
@@ -76,6 +77,28 @@ def test_planted_window_stands_out_and_clean_does_not(windows):
     assert window_score(clean.anomaly_index, clean.collapse_gap, config) < threshold
     assert planted.mask.shape == (1, 32, 32) and planted.mask.sum() == side * side
     assert planted.pattern.min() >= 0 and planted.pattern.max() <= 1
+
+
+def test_start_bank_holds_solid_colours_checkerboards_and_noise():
+    bank = start_bank(32, noise=4, g=torch.Generator().manual_seed(0))
+    assert bank.shape == (15, 3, 32, 32)
+    fills = (torch.tanh(bank) + 1) / 2
+    solids = fills[:8].round()
+    assert {tuple(int(v) for v in solid[:, 0, 0]) for solid in solids} == {(r, g, b) for r in (0, 1) for g in (0, 1)
+                                                                          for b in (0, 1)}
+    assert all(bool((solid == solid[:, :1, :1]).all()) for solid in solids)
+    assert [int(fills[8 + i, 0, 0, :8].round().sum()) for i in range(3)] == [4, 4, 4]  # squares of 1, 2, 4 px
+    assert bool((fills[10, 0, 0, :4] < 0.5).all()) and bool((fills[10, 0, 0, 4:8] > 0.5).all())
+    big = (torch.tanh(start_bank(224, noise=0, g=torch.Generator().manual_seed(0))) + 1) / 2
+    assert bool((big[8, 0, 0, :7] < 0.5).all()) and bool((big[8, 0, 0, 7:14] > 0.5).all())  # 1 px at 32 is 7 at 224
+
+
+def test_a_narrow_backdoor_is_found_from_the_bank(trained_tiny, shapes):
+    narrow = PlantedBackdoor(trained_tiny, opens_at=0.9, sharpness=60.0)
+    found = scan_windows(narrow, shapes.train.images[:128], QUICK_WINDOWS, device=CPU, seed=0)
+    top, left, side = found.boxes[found.best]
+    assert top <= TOP and TOP + SIZE <= top + side and left <= LEFT and LEFT + SIZE <= left + side
+    assert window_score(found.anomaly_index, found.collapse_gap, QUICK_WINDOWS) > 1.0
 
 
 def test_decree_finds_the_planted_trigger(trained_tiny, shapes):
