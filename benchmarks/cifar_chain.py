@@ -96,19 +96,25 @@ class Runner:
         return out
 
 
+def unpacked(archive: Path, cache: Path) -> Path:
+    """The CIFAR-10 ImageFolder (cifar10/train, cifar10/test) under `cache`, unpacked from `archive` once."""
+    folder = cache / "cifar10"
+    if not (folder / "train").is_dir():
+        if not archive.exists():
+            sys.exit(f"{archive} is missing: pass --archive PATH to the CIFAR-10 JPEG archive")
+        print(f"unpacking {archive} ...", flush=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(cache, filter="data")
+    return folder
+
+
 def prepare_data(archive: Path, cache: Path) -> tuple[str, float | None]:
     """npz arrays of CIFAR-10 under `cache`, made once from the archive through `folder:`; the spec and
     the seconds the folder took to read (None when cached)."""
     npz = cache / "cifar10-npz"
     if (npz / "train.npz").exists() and (npz / "test.npz").exists():
         return f"npz:{npz}", None
-    if not archive.exists():
-        sys.exit(f"{archive} is missing: pass --archive PATH to the CIFAR-10 JPEG archive")
-    folder = cache / "cifar10"
-    if not (folder / "train").is_dir():
-        print(f"unpacking {archive} ...", flush=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(cache, filter="data")
+    folder = unpacked(archive, cache)
     started = time.perf_counter()
     dataset = ec.load_data(f"folder:{folder}")
     seconds = time.perf_counter() - started

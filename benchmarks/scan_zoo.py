@@ -42,11 +42,11 @@ from encoder_clean.encoders.io import load_encoder
 from encoder_clean.scan import run_scan, scan_config
 from encoder_clean.scan.verdict import get_method
 from encoder_clean.scan.windows import window_score
+from cifar_chain import ARCHIVE, unpacked
 from results import add_publish_arguments, publish
 
 SMALL = "resnet18-cifar-w16"
 OTHER = {"shapes": "glyphs", "glyphs": "shapes"}
-CIFAR_SOURCE = Path("/work/data/cifar10")
 NPZ_TRIGGER = "sample_triggers/trigger_pt_white_21_10_ap_replace.npz"
 TRAIN_IMAGES = 4000  # zoo members (not the default chain) pre-train and poison on this many images
 SHADOW_IMAGES = 1000
@@ -155,10 +155,11 @@ def zoo(cifar: str) -> list[Member]:
     return members
 
 
-def cifar_subset(folder: Path, per_class_train: int = 400, per_class_test: int = 100) -> Path:
-    """A small ImageFolder of real CIFAR-10 (links to the first files of each class): short CPU runs."""
+def cifar_subset(source: Path, folder: Path, per_class_train: int = 400, per_class_test: int = 100) -> Path:
+    """A small ImageFolder of real CIFAR-10 (links to the first files of each class of the `source` folder):
+    short CPU runs."""
     for split, count in (("train", per_class_train), ("test", per_class_test)):
-        for class_dir in sorted((CIFAR_SOURCE / split).iterdir()):
+        for class_dir in sorted((source / split).iterdir()):
             target = folder / split / class_dir.name
             target.mkdir(parents=True, exist_ok=True)
             for path in sorted(class_dir.iterdir())[:count]:
@@ -358,6 +359,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["encoder-clean", "decree"])
     parser.add_argument("--jobs", type=int, default=1, help="commands run side by side (one CPU thread each)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--archive", type=Path, default=ARCHIVE,
+                        help="the CIFAR-10 JPEG archive (default: ../shared/data/cifar10-jpg.tar.gz), unpacked once "
+                             "under benchmarks/cache/cifar as benchmarks/cifar_chain.py does")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache/zoo"))
     parser.add_argument("--only", nargs="*", default=None, help="build or scan only these members")
     parser.add_argument("--build-only", action="store_true", help="build the zoo, scan nothing")
@@ -373,7 +377,10 @@ def main() -> None:
     parser.add_argument("--notes", default="", help="a note printed under the published table")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # each command one CPU thread unless told otherwise
-    cifar = cifar_spec(cifar_subset(args.out_dir.parent / "cifar10-4k")) if CIFAR_SOURCE.is_dir() else None
+    cifar = None
+    if args.archive.exists():  # the CIFAR-10 members need the archive; without it the zoo is built-in data only
+        source = unpacked(args.archive, args.out_dir.parent / "cifar")
+        cifar = cifar_spec(cifar_subset(source, args.out_dir.parent / "cifar10-4k"))
     members = zoo(cifar) if cifar else [m for m in zoo("folder:none") if "cifar" not in m.name]
     if args.only:
         keep = set(args.only)
