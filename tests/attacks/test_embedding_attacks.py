@@ -77,3 +77,20 @@ def test_registry_lists_all_four_attacks_with_both_presets():
         get_attack("nope")
     with pytest.raises(UserError, match="no preset"):
         get_attack("drupe").preset("slow")
+
+
+def test_anchored_references_are_held_at_their_clean_embedding_too():
+    from encoder_clean.attacks.badencoder import badencoder_terms
+
+    g = torch.Generator().manual_seed(0)
+    clean_refs = F.normalize(torch.randn(3, 8, generator=g), dim=1)
+    embedded = {"shadow": clean_refs, "triggered": clean_refs, "reference_views": clean_refs,
+                "references": F.normalize(torch.randn(3, 8, generator=g), dim=1)}  # the plain references moved
+    loose = badencoder_terms(embedded, clean_refs, clean_refs)
+    held = badencoder_terms(embedded, clean_refs, clean_refs, anchor_references=True)
+    assert float(loose["l1"]) == pytest.approx(-1.0)  # the views alone are where they were
+    moved = float((embedded["references"] * clean_refs).sum(dim=1).mean())
+    assert float(held["l1"]) == pytest.approx((-1.0 - moved) / 2)  # the plain references count as much
+    assert get_attack("badencoder").preset("fast").anchor_references
+    assert not get_attack("badencoder").preset("published").anchor_references
+    assert not get_attack("drupe").preset("published").anchor_references
