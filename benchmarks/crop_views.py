@@ -81,7 +81,7 @@ def separated_pairs(augment: str, layout: str, object_scale: float, pairs: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--augment", nargs="+", default=["strong", "simclr"], choices=sorted(AUGMENTATIONS.items()))
+    parser.add_argument("--augment", nargs="+", default=["strong", "simclr"], choices=list(AUGMENTATIONS.items()))  # the names, sorted
     parser.add_argument("--object-scale", nargs="+", type=float, default=[0.4, 0.45, 0.6])
     parser.add_argument("--pairs", type=int, default=200_000)
     add_publish_arguments(parser)

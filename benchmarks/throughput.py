@@ -275,7 +275,7 @@ class Bench:
             parts = [shadow, triggered, references, views]
             out = embed(student, torch.cat(parts)).split([len(p) for p in parts])
             terms = badencoder_terms(dict(zip(["shadow", "triggered", "references", "reference_views"], out)),
-                                     clean_shadow, clean_refs)
+                                     clean_shadow, clean_refs, anchor_references=config.anchor_references)
             return terms["l0"] + config.lambda1 * terms["l1"] + config.lambda2 * terms["l2"]
 
         shadow = Shadow(self.pil, student.image_size, pattern, mask)
