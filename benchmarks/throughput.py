@@ -1,7 +1,7 @@
 """Image-views per second of each training command's step: our pipeline against a naive reference loop.
 
     python benchmarks/throughput.py [--device cpu|cuda] [--arch resnet18-cifar-w16] [--batch-size 128]
-        [--steps 30] [--workers N] [--json-out rows.json] [--publish [--load TEXT]]
+        [--steps 30] [--workers N] [--compile] [--no-naive] [--json-out rows.json] [--publish [--load TEXT]]
 
 With --publish the table goes to benchmarks/RESULTS.md (section `throughput-cpu` or `throughput-cuda`).
 
@@ -9,7 +9,8 @@ Ours is the library's own code, as the commands run it: the data resident on the
 batched augmentation on the device, bf16 autocast and fused optimisers on CUDA, channels_last, the
 training-loop core (no host sync inside a step except every 10th for logging). It is timed by the
 loop's own progress reports, from the first report (after 10 warm-up steps) to the last, so setup and
-warm-up are not counted.
+warm-up are not counted. With --compile the training loop compiles the models it trains (the commands'
+`--compile`), and the compiling is paid in the warm-up; evaluate's feature pass is not compiled.
 
 The naive loop is what the papers' code does: a torchvision DataLoader over PIL images with per-image
 transforms (`--workers` processes), fp32, default memory format, the optimiser's default kernels, and a
@@ -52,7 +53,7 @@ from encoder_clean.encoders import create_encoder  # noqa: E402
 from encoder_clean.evaluate.features import extract_features  # noqa: E402
 from encoder_clean.pretrain import PretrainLoopConfig, nt_xent, pretrain_encoder  # noqa: E402
 from encoder_clean.pretrain.simclr import SimCLRSettings  # noqa: E402
-from encoder_clean.runtime import prepare_model, resolve_device  # noqa: E402
+from encoder_clean.runtime import compiling, prepare_model, resolve_device  # noqa: E402
 from encoder_clean.triggers import load_trigger  # noqa: E402
 from results import add_publish_arguments, publish  # noqa: E402
 
@@ -220,8 +221,16 @@ class Bench:
 
     def ours(self, run: Callable[[LoopTimer], None]) -> float:
         timer = LoopTimer()
-        run(timer)
+        with compiling(self.args.compile):
+            run(timer)
         return timer.seconds_per_unit()
+
+    def naive(self, batches: DataLoader, step: Callable[[object], torch.Tensor],
+              optimizer: torch.optim.Optimizer | None, steps: int | None = None, warmup: int = 3) -> float | None:
+        """Seconds per step of the naive loop, or None under --no-naive."""
+        if not self.args.naive:
+            return None
+        return naive_loop(batches, step, optimizer, steps or self.args.steps, self.device, warmup)
 
     # pretrain ------------------------------------------------------------------
     def pretrain(self) -> dict:
@@ -239,7 +248,7 @@ class Bench:
             return nt_xent(z[:len(v1)], z[len(v1):], SimCLRSettings().temperature)
 
         batches = loader(TwoViews(self.pil, model.image_size), b, self.args.workers)
-        naive = naive_loop(batches, step, optimizer, self.args.steps, device)
+        naive = self.naive(batches, step, optimizer)
         flops = step_flops(lambda: step(next(iter(loader(TwoViews(self.pil, model.image_size), b, 0)))))
         return {"views": 2 * b, "ours": ours, "naive": naive, "flops": flops}
 
@@ -279,7 +288,7 @@ class Bench:
             return terms["l0"] + config.lambda1 * terms["l1"] + config.lambda2 * terms["l2"]
 
         shadow = Shadow(self.pil, student.image_size, pattern, mask)
-        naive = naive_loop(loader(shadow, b, self.args.workers), step, optimizer, self.args.steps, device)
+        naive = self.naive(loader(shadow, b, self.args.workers), step, optimizer)
         flops = step_flops(lambda: step(next(iter(loader(shadow, b, 0)))))
         return {"views": 2 * b + 2 * REFERENCES, "ours": ours, "naive": naive, "flops": flops}
 
@@ -313,7 +322,7 @@ class Bench:
             return loss + config.contrastive_weight * nt_xent(z[:b], z[b:], config.temperature)
 
         batches = loader(TwoViews(self.pil, student.image_size), b, self.args.workers)
-        naive = naive_loop(batches, step, optimizer, self.args.steps, device)
+        naive = self.naive(batches, step, optimizer)
         flops = step_flops(lambda: step(next(iter(loader(TwoViews(self.pil, student.image_size), b, 0)))))
         return {"views": 2 * b, "ours": ours, "naive": naive, "flops": flops}
 
@@ -330,9 +339,8 @@ class Bench:
         ours = (time.perf_counter() - start) / (len(images) / b)
         plain = self.encoder(head=False).to(device).eval()
         steps = max(1, min(self.args.steps, len(images) // b))
-        naive = naive_loop(loader(Plain(self.pil), b, self.args.workers, shuffle=False),
-                           lambda batch: plain.features(batch.to(device, non_blocking=True)), None, steps, device,
-                           warmup=1)
+        naive = self.naive(loader(Plain(self.pil), b, self.args.workers, shuffle=False),
+                           lambda batch: plain.features(batch.to(device, non_blocking=True)), None, steps, warmup=1)
         with torch.no_grad():
             flops = step_flops(lambda: plain.features(torch.rand(b, 3, plain.image_size, plain.image_size,
                                                                  device=device)))
@@ -351,6 +359,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="DataLoader worker processes of the naive loop")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument("--compile", action="store_true", help="compile the trained models (the commands' --compile)")
+    parser.add_argument("--no-naive", dest="naive", action="store_false", help="time only ours")
     parser.add_argument("--json-out", type=Path, default=None)
     add_publish_arguments(parser)
     args = parser.parse_args()
@@ -359,34 +369,53 @@ def main() -> None:
     ceiling = matmul_rate(device)
     setup = (f"{args.arch}, batch {args.batch_size}, {args.steps} steps, device {device}"
              f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
-             f"{torch.get_num_threads()} threads, naive loader workers {args.workers}; "
-             f"matmul ceiling {ceiling / 1e12:.2f} TFLOP/s")
+             f"{torch.get_num_threads()} threads, naive loader workers {args.workers}"
+             f"{', ours compiled' if args.compile else ''}; matmul ceiling {ceiling / 1e12:.2f} TFLOP/s")
     print(setup)
     rows, shown = [], []  # shown: the printed figures, for --publish
     print("| command | ours views/s | naive views/s | ratio | ours MFU | naive MFU | GFLOP/view |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in args.workloads:
-        result = getattr(bench, name)()
-        ours, naive = result["views"] / result["ours"], result["views"] / result["naive"]
-        mfu_ours = result["flops"] / result["ours"] / ceiling
-        mfu_naive = result["flops"] / result["naive"] / ceiling
-        row = {"command": name, "ours_views_per_s": round(ours, 1), "naive_views_per_s": round(naive, 1),
-               "ratio": round(ours / naive, 2), "mfu_ours": round(mfu_ours, 4), "mfu_naive": round(mfu_naive, 4),
-               "gflop_per_view": round(result["flops"] / result["views"] / 1e9, 3)}
+        started = time.perf_counter()
+        row = throughput_row(name, getattr(bench, name)(), ceiling)
+        row["wall_s"] = round(time.perf_counter() - started, 1)  # compiling, warm-up and both loops
         rows.append(row)
-        shown.append({"command": name, "ours": round(ours), "naive": round(naive), "ratio": row["ratio"],
-                      "mfu_ours": round(100 * mfu_ours, 1), "mfu_naive": round(100 * mfu_naive, 1),
+        shown.append({"command": name, "ours": round(row["ours_views_per_s"]), "naive": row["naive_views_per_s"],
+                      "ratio": row["ratio"], "mfu_ours": round(100 * row["mfu_ours"], 1),
+                      "mfu_naive": None if row["mfu_naive"] is None else round(100 * row["mfu_naive"], 1),
                       "gflop_per_view": row["gflop_per_view"]})
-        print(f"| {name} | {ours:,.0f} | {naive:,.0f} | {ours / naive:.2f}x | {100 * mfu_ours:.1f}% | "
-              f"{100 * mfu_naive:.1f}% | {row['gflop_per_view']:.3f} |", flush=True)
-    if args.json_out:
-        args.json_out.write_text(json.dumps({"device": str(device), "arch": args.arch, "ceiling_flops": ceiling,
-                                             "rows": rows}, indent=2))
+        print(markdown_row(row), flush=True)
+        if args.json_out:  # after every row, so a run stopped early keeps what it measured
+            args.json_out.write_text(json.dumps({"device": str(device), "arch": args.arch, "setup": setup,
+                                                 "compile": args.compile, "ceiling_flops": ceiling, "rows": rows},
+                                                indent=2))
     if args.publish:
         title = f"Throughput: image-views per second, ours and a naive loop ({device.type})"
         columns = [("command", "command"), ("ours", "ours views/s"), ("naive", "naive views/s"), ("ratio", "ratio"),
                    ("mfu_ours", "ours MFU %"), ("mfu_naive", "naive MFU %"), ("gflop_per_view", "GFLOP/view")]
         publish(f"throughput-{device.type}", title, shown, columns, load=args.load, notes=setup + ".")
+
+
+def throughput_row(name: str, result: dict, ceiling: float) -> dict:
+    """Views per second, the ratio and MFU of one workload's timings (naive ones None when not timed)."""
+    ours = result["views"] / result["ours"]
+    naive = None if result["naive"] is None else result["views"] / result["naive"]
+    return {"command": name, "ours_views_per_s": round(ours, 1),
+            "naive_views_per_s": None if naive is None else round(naive, 1),
+            "ratio": None if naive is None else round(ours / naive, 2),
+            "mfu_ours": round(result["flops"] / result["ours"] / ceiling, 4),
+            "mfu_naive": None if naive is None else round(result["flops"] / result["naive"] / ceiling, 4),
+            "gflop_per_view": round(result["flops"] / result["views"] / 1e9, 3)}
+
+
+def markdown_row(row: dict) -> str:
+    def shown(value, fmt: str, unit: str = "") -> str:
+        return "-" if value is None else format(value, fmt) + unit
+
+    naive_mfu = None if row["mfu_naive"] is None else 100 * row["mfu_naive"]
+    return (f"| {row['command']} | {row['ours_views_per_s']:,.0f} | {shown(row['naive_views_per_s'], ',.0f')} | "
+            f"{shown(row['ratio'], '.2f', 'x')} | {100 * row['mfu_ours']:.1f}% | {shown(naive_mfu, '.1f', '%')} | "
+            f"{row['gflop_per_view']:.3f} |")
 
 
 if __name__ == "__main__":
