@@ -159,7 +159,10 @@ def compile_modules(modules: Iterable[torch.nn.Module]) -> None:
     for module in modules:
         for child in module.children():
             if getattr(child, "_compiled_call_impl", None) is None and any(True for _ in child.parameters()):
-                child.compile()
+                # static shapes: a network's stages share one forward (Sequential's) at different shapes, and
+                # torch's automatic dynamic shapes would then trade every stage's kernels for generic ones
+                # (measured on an H200: pretrain 36,006 views/s compiled that way against 46,894 eager)
+                child.compile(dynamic=False)
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
