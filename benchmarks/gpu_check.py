@@ -167,23 +167,59 @@ def poisoning_command(args: argparse.Namespace, target: int) -> list[str]:
         (["--smoke"] if args.smoke else [])
 
 
+def poisoning_subset(args: argparse.Namespace, sizes: Sizes):
+    """The first `poisoning_per_class` training images of each CIFAR-10 class, and the whole test split."""
+    import torch
+
+    import encoder_clean as ec
+    from cifar_chain import prepare_data
+    from encoder_clean.data.dataset import Dataset
+
+    spec, _ = prepare_data(args.archive, args.work / "cifar")
+    full = ec.load_data(spec)
+    per_class = [torch.nonzero(full.train.labels == k).flatten()[:sizes.poisoning_per_class]
+                 for k in range(full.num_classes)]
+    return Dataset(f"{full.name}[{sizes.poisoning_per_class} per class]", full.train.subset(torch.cat(per_class)),
+                   full.test, full.num_classes, full.class_names)
+
+
+def clean_victim_worker(args: argparse.Namespace, sizes: Sizes, attack: str) -> None:
+    """The baseline of a data-poisoning row: the same victim pre-trained the same way on the clean subset,
+    evaluated with the attack's trigger at each target class; writes clean-victim-ATTACK.json."""
+    import encoder_clean as ec
+    from encoder_clean.attacks import get_attack
+    from encoder_clean.cli.progress import PlainProgress
+
+    method, epochs = next((m, e) for a, m, e in sizes.victims if a == attack)
+    subset = poisoning_subset(args, sizes)
+    started, rows = time.perf_counter(), []
+    with open(args.logs / f"clean-victim-{attack}.log", "w") as log:
+        progress = PlainProgress(log)
+        config = ec.PretrainConfig(arch=sizes.poisoning_arch, method=method, epochs=epochs, batch_size=sizes.batch)
+        path = args.work / f"clean-victim-{attack}.safetensors"
+        ec.pretrain(subset, config, device=args.device, progress=progress).save(path)
+        seconds = round(time.perf_counter() - started, 1)
+        for target in POISONING_TARGETS:
+            evaluated = ec.EvalConfig(trigger=get_attack(attack).default_trigger, target_class=target)
+            report = ec.evaluate([path], subset, evaluated, device=args.device, progress=progress)
+            rows.append({"attack": f"none (clean {method}, {attack}'s trigger)", "victim": method, "epochs": epochs,
+                         "target_class": target, "training_images": len(subset.train), "poisoned_images": 0,
+                         **{k: report.encoders[0].as_dict()[k] for k in ("acc", "asr", "asr_nontarget")},
+                         "poison_seconds": seconds})
+    (args.out / f"clean-victim-{attack}.json").write_text(json.dumps({"rows": rows}, indent=2))
+    print(json.dumps(rows, indent=2))
+
+
 def poisoning_worker(args: argparse.Namespace, sizes: Sizes, target: int) -> None:
     """BASSL and CTRL at their published epochs on a balanced subset, target class `target`; writes
     poisoning-TARGET.json after every encoder."""
     import torch
 
     import encoder_clean as ec
-    from cifar_chain import prepare_data
     from encoder_clean.cli.progress import PlainProgress
-    from encoder_clean.data.dataset import Dataset
 
     torch.set_num_threads(4)
-    spec, _ = prepare_data(args.archive, args.work / "cifar")
-    full = ec.load_data(spec)
-    per_class = [torch.nonzero(full.train.labels == k).flatten()[:sizes.poisoning_per_class]
-                 for k in range(full.num_classes)]
-    subset = Dataset(f"{full.name}[{sizes.poisoning_per_class} per class]",
-                        full.train.subset(torch.cat(per_class)), full.test, full.num_classes, full.class_names)
+    subset = poisoning_subset(args, sizes)
     folder = args.work / f"poisoning-{target}"
     folder.mkdir(parents=True, exist_ok=True)
     random_init = folder / "random.safetensors"
@@ -212,19 +248,24 @@ def poisoning_worker(args: argparse.Namespace, sizes: Sizes, target: int) -> Non
 
 
 # ------------------------------------------------------------------------------------------ report
-def publish_returned(path: Path) -> None:
+def publish_returned(path: Path, results: Path | None = None, json_dir: Path | None = None) -> list[str]:
     """The sections gpu-throughput, gpu-chain and gpu-poisoning of RESULTS.md (and results/NAME.json) from a
-    gpu_check.json the device returned, with the device run's own command, commit and machine."""
-    from results import JSON_DIR, render
+    gpu_check.json the device returned, with the device run's own command, commit and machine; returns the
+    names of the sections written."""
+    import results as published
 
+    results, json_dir = results or published.RESULTS, json_dir or published.JSON_DIR
     summary = json.loads(path.read_text())
+    written = []
     for name, title, rows, columns, notes in sections(summary):
         if rows:
             record = {"name": name, "title": title, **summary["provenance"], "columns": [list(c) for c in columns],
                       "rows": rows, "notes": notes}
-            JSON_DIR.mkdir(parents=True, exist_ok=True)
-            (JSON_DIR / f"{name}.json").write_text(json.dumps(record, indent=2))
-            print(f"published {name}: {render(record)}")
+            json_dir.mkdir(parents=True, exist_ok=True)
+            (json_dir / f"{name}.json").write_text(json.dumps(record, indent=2))
+            published.render(record, results)
+            written.append(name)
+    return written
 
 
 def sections(summary: dict) -> list[tuple[str, str, list[dict], list[tuple[str, str]], str]]:
@@ -246,7 +287,8 @@ def sections(summary: dict) -> list[tuple[str, str, list[dict], list[tuple[str, 
          [("command", "command"), ("ours_views_per_s", "ours views/s"), ("naive_views_per_s", "naive views/s"),
           ("ratio", "ratio"), ("mfu_ours", "ours MFU"), ("mfu_naive", "naive MFU"),
           ("compiled", "ours compiled views/s"), ("mfu_compiled", "compiled MFU"), ("wall_s", "wall s")],
-         plain.get("setup", "") + (f"; compiled run: {compiled.get('setup')}" if compiled else "")),
+         plain.get("setup", "") + (f"; compiled run: {compiled.get('setup')}" if compiled else "")
+         + (f". {summary['throughput_note']}" if summary.get("throughput_note") else "")),
         ("gpu-chain", f"GPU: the chain on real CIFAR-10 ({summary.get('chain_epochs_why', '')})", chain_rows,
          [("encoder", "encoder"), ("acc", "ACC %"), ("asr", "ASR %"), ("asr_nontarget", "ASR non-target %"),
           ("verdict", "scan"), ("score", "scan score")],
@@ -283,7 +325,7 @@ def markdown(summary: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="where the figures go (on the device: $OUT)")
+    parser.add_argument("--out", type=Path, help="where the figures go (on the device: $OUT); required to run")
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu_check"), help="data and encoders made on the way")
     parser.add_argument("--archive", type=Path, default=ROOT / ".gpu" / "cifar10-jpg.tar.gz")
     parser.add_argument("--device", default="cuda")
@@ -294,9 +336,11 @@ def main() -> None:
     parser.add_argument("--publish-from", type=Path, default=None, metavar="GPU_CHECK_JSON",
                         help="put the tables of a returned gpu_check.json into benchmarks/RESULTS.md, and stop")
     parser.add_argument("--poisoning-worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--clean-victim", choices=[a for a, _, _ in FULL.victims], default=None,
+                        help="only the baseline of one data-poisoning row: its victim pre-trained on the clean subset")
     if "--publish-from" in sys.argv:
         args, _ = parser.parse_known_args()
-        publish_returned(args.publish_from)
+        print("published: " + ", ".join(publish_returned(args.publish_from)))
         return
     args = parser.parse_args()
     sizes = SMOKE if args.smoke else FULL
@@ -305,6 +349,9 @@ def main() -> None:
     args.logs.mkdir(parents=True, exist_ok=True)
     if args.poisoning_worker is not None:
         poisoning_worker(args, sizes, args.poisoning_worker)
+        return
+    if args.clean_victim is not None:
+        clean_victim_worker(args, sizes, args.clean_victim)
         return
 
     import torch
