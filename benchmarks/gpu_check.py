@@ -8,7 +8,7 @@ own JSON, and DIR/logs.tar.gz (every step's progress). Parts, in this order:
 
 1. `throughput`: `benchmarks/throughput.py` at `resnet18-cifar` (full width), batch 512: ours against the
    naive DataLoader + PIL fp32 loop for pretrain, poison, distill and evaluate's feature pass, then ours
-   again with `--compile` (training commands only), and MFU against a bf16 matmul timed in the same run.
+   again with `--compile` for distill and pretrain, and MFU against a bf16 matmul timed in the same run.
    It runs alone on the machine, so its figures are clean.
 2. `chain`: `benchmarks/cifar_chain.py` on real CIFAR-10 at `resnet18-cifar`: pretrain (as many epochs
    as fit the budget, from the throughput just measured), BadEncoder (2 epochs, 50 references, as on the
@@ -273,20 +273,30 @@ def sections(summary: dict) -> list[tuple[str, str, list[dict], list[tuple[str, 
     measured = summary.get("throughput") or {}
     plain, compiled = measured.get("plain") or {}, measured.get("compiled") or {}
     faster = {row["command"]: row for row in compiled.get("rows", [])}
-    throughput_rows = [{**row, "compiled": (faster.get(row["command"]) or {}).get("ours_views_per_s"),
-                        "mfu_compiled": (faster.get(row["command"]) or {}).get("mfu_ours")}
-                       for row in plain.get("rows", [])]
+    def percent(share: float | None) -> float | None:
+        return None if share is None else round(100 * share, 1)
+
+    def whole(rate: float | None) -> int | None:
+        return None if rate is None else round(rate)
+
+    throughput_rows = [{"command": row["command"], "ours": whole(row["ours_views_per_s"]),
+                        "naive": whole(row.get("naive_views_per_s")), "ratio": row.get("ratio"),
+                        "mfu_ours": percent(row["mfu_ours"]), "mfu_naive": percent(row.get("mfu_naive")),
+                        "compiled": whole((faster.get(row["command"]) or {}).get("ours_views_per_s")),
+                        "mfu_compiled": percent((faster.get(row["command"]) or {}).get("mfu_ours")),
+                        "wall_s": row.get("wall_s")} for row in plain.get("rows", [])]
     chain = summary.get("chain") or {}
     chain_rows = [{"encoder": name, **{k: row.get(k) for k in ("acc", "asr", "asr_nontarget", "verdict", "score")}}
                   for name, row in (chain.get("rows") or {}).items()]
     poisoning = [row for target in POISONING_TARGETS
                  for row in (summary.get(f"poisoning-{target}") or {}).get("rows", [])]
+    poisoning += [row for attack, _, _ in FULL.victims for row in (summary.get(f"clean-victim-{attack}") or {}).get("rows", [])]
     return [
         ("gpu-throughput", "GPU throughput: image-views per second, ours and the naive loop (alone on the GPU)",
          throughput_rows,
-         [("command", "command"), ("ours_views_per_s", "ours views/s"), ("naive_views_per_s", "naive views/s"),
-          ("ratio", "ratio"), ("mfu_ours", "ours MFU"), ("mfu_naive", "naive MFU"),
-          ("compiled", "ours compiled views/s"), ("mfu_compiled", "compiled MFU"), ("wall_s", "wall s")],
+         [("command", "command"), ("ours", "ours views/s"), ("naive", "naive views/s"), ("ratio", "ratio"),
+          ("mfu_ours", "ours MFU %"), ("mfu_naive", "naive MFU %"), ("compiled", "ours compiled views/s"),
+          ("mfu_compiled", "compiled MFU %"), ("wall_s", "wall s")],
          plain.get("setup", "") + (f"; compiled run: {compiled.get('setup')}" if compiled else "")
          + (f". {summary['throughput_note']}" if summary.get("throughput_note") else "")),
         ("gpu-chain", f"GPU: the chain on real CIFAR-10 ({summary.get('chain_epochs_why', '')})", chain_rows,
@@ -299,7 +309,7 @@ def sections(summary: dict) -> list[tuple[str, str, list[dict], list[tuple[str, 
           ("asr_nontarget", "ASR non-target %"), ("verdict", "scan"), ("score", "scan score"),
           ("poison_seconds", "poison s")],
          f"{(summary.get('poisoning-0') or {}).get('arch', '')} on {(summary.get('poisoning-0') or {}).get('data', '')};"
-         " beside the chain on the same GPU."),
+         " beside the chain on the same GPU." + (f" {summary['poisoning_note']}" if summary.get("poisoning_note") else "")),
     ]
 
 
@@ -374,6 +384,8 @@ def main() -> None:
         summary["elapsed_s"] = clock.elapsed()
         for target in POISONING_TARGETS:
             summary[f"poisoning-{target}"] = read_json(args.out / f"poisoning-{target}.json")
+        for attack, _, _ in sizes.victims:
+            summary[f"clean-victim-{attack}"] = read_json(args.out / f"clean-victim-{attack}.json")
         summary["chain"] = summary.get("chain") or read_json(args.out / "chain.json")
         (args.out / "gpu_check.json").write_text(json.dumps(summary, indent=2, default=str))
         (args.out / "gpu_check.md").write_text(markdown(summary))

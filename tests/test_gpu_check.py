@@ -69,7 +69,7 @@ def test_the_returned_summary_is_published_with_the_device_runs_provenance(gpu_c
     assert written == ["gpu-throughput", "gpu-chain", "gpu-poisoning"]
     text = results.read_text()
     assert "`python benchmarks/gpu_check.py --out OUT` at commit abc1234" in text and "GPU X machine" in text
-    assert "| distill | 25000.00 | 12500.00 | 2.00 |" in text and "| 27000.00 |" in text  # compiled beside plain
+    assert "| distill | 25000 | 12500 | 2.00 | 15.00 | 7.00 | 27000 | 16.00 |" in text  # compiled beside plain
     assert "| clean | 66.50 | 9.70 | 3.90 | clean | 0.48 |" in text
     assert json.loads((tmp_path / "json" / "gpu-poisoning.json").read_text())["rows"][0]["epochs"] == 800
 
