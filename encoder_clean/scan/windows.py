@@ -26,7 +26,7 @@ makes a few shadow images agree the most (start_bank; off: one random start per 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -53,6 +53,11 @@ class WindowConfig:
     noise_starts: int = 4  # high-contrast noise patterns in the bank
     start_images: int = 16  # shadow images each start is tried on
     bf16: bool = False  # bf16 autocast on CPUs with AVX512-BF16 (faster; features are still compared in fp32)
+    # Large inputs (a torchvision ResNet-50 at 224 px costs ~60x a 32 px ResNet-18/16 per image): from this
+    # image side on, the search spends `large_effort` of the steps, start images and evaluation images, and
+    # uses bf16 where the CPU computes it natively (see `effective`).
+    large_from: int = 128
+    large_effort: float = 0.5
     mad_floor: float = 0.05  # smallest spread (log units) the anomaly index divides by
     # The verdict: backdoor when either figure passes its limit (score = the larger ratio to its limit).
     anomaly_limit: float = 3.0  # 3 deviations out: about 3% of the time for the best of 25 windows of normal noise
@@ -67,6 +72,20 @@ class WindowConfig:
             raise UserError("scan: noise_starts must be >= 0 and start_images >= 2")
         if min(self.lr, self.mad_floor, self.anomaly_limit, self.gap_limit) <= 0:
             raise UserError("scan: lr, mad_floor, anomaly_limit and gap_limit must be > 0")
+        if not 0 < self.large_effort <= 1 or self.large_from < 1:
+            raise UserError("scan: large_effort must be in (0, 1] and large_from at least 1")
+
+    def effective(self, image_size: int) -> "WindowConfig":
+        """The settings a search at `image_size` runs with: these below `large_from`; from it on, a share
+        `large_effort` of the steps, start images and evaluation images (at least 2 each) and bf16."""
+        if image_size < self.large_from:
+            return self
+
+        def share(count: int) -> int:
+            return max(2, round(count * self.large_effort))
+
+        return replace(self, steps=share(self.steps), start_images=share(self.start_images),
+                       eval_images=share(self.eval_images), bf16=True)
 
 
 @dataclass
@@ -105,6 +124,7 @@ def scan_windows(encoder: Encoder, shadow: Tensor, config: WindowConfig, *, devi
     """Optimise one pattern per window over uint8 `shadow` images (N, 3, H, W) and score the best window.
 
     The encoder is moved to `device`; its training mode and gradient flags are left as they were."""
+    config = config.effective(encoder.image_size)
     with cpu_bf16(config.bf16):
         return on_frozen(_search, encoder, shadow, config, device, seed, progress)
 

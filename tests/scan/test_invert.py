@@ -60,6 +60,17 @@ def test_windows_tile_the_image_edge_to_edge():
     assert window_boxes(224, WindowConfig())[-1] == (140, 140, 84)
 
 
+def test_large_inputs_take_the_lighter_schedule_and_small_ones_do_not():
+    config = WindowConfig()
+    assert config.effective(32) is config and config.effective(127) is config
+    large = config.effective(224)
+    assert (large.steps, large.start_images, large.eval_images, large.bf16) == (15, 8, 32, True)
+    assert (large.window, large.grid, large.anomaly_limit, large.gap_limit) == (config.window, config.grid,
+                                                                                 config.anomaly_limit, config.gap_limit)
+    assert WindowConfig(large_from=100_000).effective(224).steps == 30  # the way to keep the full schedule
+    assert WindowConfig(steps=3, large_effort=0.1).effective(224).steps == 2  # never below two of anything
+
+
 def test_anomaly_index_is_robust_distance_below_the_median():
     values = torch.tensor([0.0, 0.1, -0.1, 0.2, -0.2, -3.0])
     # median -0.05, MAD 0.15: (−0.05 − (−3.0)) / (1.4826 · 0.15)
@@ -139,7 +150,8 @@ def test_verdict_and_margin():
 
 
 @pytest.mark.parametrize("method,change", [("encoder-clean", {"steps": 0}), ("encoder-clean", {"window": 1.0}),
-                                           ("encoder-clean", {"grid": 1}), ("decree", {"batch_size": 1}),
+                                           ("encoder-clean", {"grid": 1}), ("encoder-clean", {"large_effort": 0}),
+                                           ("encoder-clean", {"large_from": 0}), ("decree", {"batch_size": 1}),
                                            ("decree", {"similarity_target": 1.0}), ("decree", {"lambda_factor": 1.0})])
 def test_bad_settings_are_user_errors(shapes, method, change):
     with pytest.raises(UserError):
