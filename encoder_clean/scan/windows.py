@@ -57,7 +57,7 @@ class WindowConfig:
     # image side on, the search spends `large_effort` of the steps, start images and evaluation images, and
     # uses bf16 where the CPU computes it natively (see `effective`).
     large_from: int = 128
-    large_effort: float = 0.5
+    large_effort: float = 0.75
     mad_floor: float = 0.05  # smallest spread (log units) the anomaly index divides by
     # The verdict: backdoor when either figure passes its limit (score = the larger ratio to its limit).
     anomaly_limit: float = 3.0  # 3 deviations out: about 3% of the time for the best of 25 windows of normal noise

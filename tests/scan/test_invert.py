@@ -64,7 +64,7 @@ def test_large_inputs_take_the_lighter_schedule_and_small_ones_do_not():
     config = WindowConfig()
     assert config.effective(32) is config and config.effective(127) is config
     large = config.effective(224)
-    assert (large.steps, large.start_images, large.eval_images, large.bf16) == (15, 8, 32, True)
+    assert (large.steps, large.start_images, large.eval_images, large.bf16) == (22, 12, 48, True)
     assert (large.window, large.grid, large.anomaly_limit, large.gap_limit) == (config.window, config.grid,
                                                                                  config.anomaly_limit, config.gap_limit)
     assert WindowConfig(large_from=100_000).effective(224).steps == 30  # the way to keep the full schedule
