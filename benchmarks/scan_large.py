@@ -3,7 +3,7 @@ large-input schedule (from 128 px: three quarters of the steps, start images and
 where the CPU has it; `WindowConfig.effective`) still find real backdoors at 224 px?
 
     python benchmarks/scan_large.py [--timing large full] [--threads 2] [--members NAME ...]
-        [--zoo benchmarks/cache/zoo] [--option KEY=VALUE] [--json-out rows.json] [--publish [--load TEXT]]
+        [--zoo benchmarks/cache/zoo] [--option KEY=VALUE] [--json-out rows.json] [--from-json rows.json] [--publish [--load TEXT]]
 
 1. Timing: `ec.scan` of `resnet50` (random init: the time does not depend on the weights) with built-in
    shadow images, under each schedule asked for: `large` (the default) and `full` (`-o large_from=100000`,
@@ -110,10 +110,16 @@ def main() -> None:
                         help="a scan setting for the detection part (e.g. large_from=100000: the full schedule)")
     parser.add_argument("--json-out", type=Path, default=None)
     add_publish_arguments(parser)
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="publish the rows of an earlier run's --json-out instead of measuring")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    timed = timing(args.timing)
-    found = detection(args.members, args.zoo, tuple(args.option))
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        timed, found = saved["timing"], saved["detection"]
+    else:
+        timed = timing(args.timing)
+        found = detection(args.members, args.zoo, tuple(args.option))
     if args.json_out:
         args.json_out.write_text(json.dumps({"timing": timed, "detection": found}, indent=2))
     if args.publish:
