@@ -1,0 +1,42 @@
+"""benchmarks/ssl_victims.py: how it reads per-method settings and judges each row against issue 22's
+targets, on made-up figures (the run itself takes CPU-hours)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def victims():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("ssl_victims", ROOT / "benchmarks" / "ssl_victims.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_per_method_values(victims):
+    methods = ["simclr", "mocov2", "byol"]
+    assert victims.per_method([], methods, "3") == {"simclr": "3", "mocov2": "3", "byol": "3"}
+    assert victims.per_method(["5", "byol=9"], methods, "3") == {"simclr": "5", "mocov2": "5", "byol": "9"}
+
+
+def row(encoder: str, acc: float, nontarget: float, verdict: str) -> dict:
+    return {"method": "m", "encoder": encoder, "acc": acc, "asr_nontarget": nontarget, "verdict": verdict}
+
+
+def test_rows_are_judged_against_the_clean_victim_and_their_poisoned_encoder(victims):
+    rows = [row("clean", 60.0, 2.0, "clean"), row("badencoder", 61.0, 99.0, "backdoor"),
+            row("badencoder + distill", 59.5, 3.9, "clean"), row("drupe", 61.0, 97.0, "clean"),
+            row("drupe + distill", 58.5, 4.5, "backdoor")]
+    victims.judge(rows, "m")
+    targets = [r["targets"] for r in rows]
+    assert targets[:3] == ["met", "met", "met"]
+    assert targets[3] == "scan wrong"
+    assert targets[4] == "scan wrong; ASR-nt +2.50 over clean; ACC -2.50 under poisoned"
