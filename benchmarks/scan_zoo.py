@@ -109,6 +109,10 @@ def zoo(cifar: str) -> list[Member]:
         clean("clean-glyphs-w32-s1", builtin("glyphs"), "resnet18-cifar-w32", 1),
         clean("clean-shapes-r18-s0", "builtin:shapes?train=1000", "resnet18-cifar", 0, epochs=2),
         clean("clean-cifar-w32-s2", cifar, "resnet18-cifar-w32", 2),
+        # two more ViTs (added in session 12, after a clean ViT of the held-out part was flagged): the first
+        # ViTs both fell into the held-out part, so the calibration part had none
+        clean("clean-shapes-vit-s1", builtin("shapes"), "vit-p4-d4-w64", 1),
+        clean("clean-shapes-vit-s2", builtin("shapes"), "vit-p4-d4-w64", 2),
     ]
     by_name = {m.name: m for m in members}
 
@@ -140,6 +144,8 @@ def zoo(cifar: str) -> list[Member]:
         bd("drupe", "noise-patch", 7, "clean-shapes-w16-s3-e6", 16, "strong"),
         bd("drupe", "checkerboard", 3, "clean-glyphs-vit-s1"),
         bd("drupe", NPZ_TRIGGER, 7, "clean-cifar-w16-s1-e6", 16, "strong"),
+        bd("drupe", "white-square", 0, "clean-shapes-vit-s1"),
+        bd("badencoder", "checkerboard", 7, "clean-shapes-vit-s2"),
     ]
     # The default chain: every command with its defaults (built-in shapes, 10,000 images).
     default = Member("default-clean", False, ("pretrain",), "builtin", tags=("default",))
