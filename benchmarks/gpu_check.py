@@ -2,9 +2,12 @@
 
     python benchmarks/gpu_check.py --out DIR [--archive CIFAR10_JPEG.tar.gz] [--device cuda] [--budget-s 470]
         [--parts throughput chain poisoning] [--smoke]
+    python benchmarks/gpu_check.py --from-json gpu_check.json [--publish]
 
 Writes DIR/gpu_check.json (every figure) and DIR/gpu_check.md (the same as Markdown tables), each part's
-own JSON, and DIR/logs.tar.gz (every step's progress). Parts, in this order:
+own JSON, and DIR/logs.tar.gz (every step's progress). `--from-json` reads a returned gpu_check.json back
+here: it prints its tables, or with --publish writes them into RESULTS.md (sections gpu-throughput,
+gpu-chain, gpu-poisoning) with the device run's own command, commit and machine. Parts, in this order:
 
 1. `throughput`: `benchmarks/throughput.py` at `resnet18-cifar` (full width), batch 512: ours against the
    naive DataLoader + PIL fp32 loop for pretrain, poison, distill and evaluate's feature pass, then ours
@@ -37,13 +40,15 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
+
+from results import add_publish_arguments  # noqa: E402
 
 PARTS = ("throughput", "chain", "poisoning")
 POISONING_TARGETS = (0, 3)
@@ -167,6 +172,12 @@ def poisoning_command(args: argparse.Namespace, target: int) -> list[str]:
         (["--smoke"] if args.smoke else [])
 
 
+def scores(report) -> dict:
+    """ACC, ASR and ASR non-target of the one encoder an `ec.evaluate` report holds."""
+    row = report.encoders[0].as_dict()
+    return {key: row[key] for key in ("acc", "asr", "asr_nontarget")}
+
+
 def poisoning_subset(args: argparse.Namespace, sizes: Sizes):
     """The first `poisoning_per_class` training images of each CIFAR-10 class, and the whole test split."""
     import torch
@@ -204,8 +215,7 @@ def clean_victim_worker(args: argparse.Namespace, sizes: Sizes, attack: str) -> 
             report = ec.evaluate([path], subset, evaluated, device=args.device, progress=progress)
             rows.append({"attack": f"none (clean {method}, {attack}'s trigger)", "victim": method, "epochs": epochs,
                          "target_class": target, "training_images": len(subset.train), "poisoned_images": 0,
-                         **{k: report.encoders[0].as_dict()[k] for k in ("acc", "asr", "asr_nontarget")},
-                         "poison_seconds": seconds})
+                         **scores(report), "poison_seconds": seconds})
     (args.out / f"clean-victim-{attack}.json").write_text(json.dumps({"rows": rows}, indent=2))
     print(json.dumps(rows, indent=2))
 
@@ -239,9 +249,8 @@ def poisoning_worker(args: argparse.Namespace, sizes: Sizes, target: int) -> Non
             scanned = ec.scan(path, subset, device=args.device, progress=progress)
         rows.append({"attack": attack, "victim": method, "epochs": epochs, "target_class": target,
                      "training_images": len(subset.train), "poisoned_images": poisoned.report.get("poisoned_images"),
-                     **{k: report.encoders[0].as_dict()[k] for k in ("acc", "asr", "asr_nontarget")},
-                     "verdict": scanned.verdict, "score": scanned.score, "threshold": scanned.threshold,
-                     "poison_seconds": round(poison_seconds, 1),
+                     **scores(report), "verdict": scanned.verdict, "score": scanned.score,
+                     "threshold": scanned.threshold, "poison_seconds": round(poison_seconds, 1),
                      "seconds": round(time.perf_counter() - started, 1)})
         out.write_text(json.dumps({"arch": sizes.poisoning_arch, "data": subset.name, "rows": rows}, indent=2))
         print(f"{attack} target {target}: {rows[-1]}", flush=True)
@@ -254,43 +263,45 @@ def publish_returned(path: Path, results: Path | None = None, json_dir: Path | N
     names of the sections written."""
     import results as published
 
-    results, json_dir = results or published.RESULTS, json_dir or published.JSON_DIR
     summary = json.loads(path.read_text())
     written = []
     for name, title, rows, columns, notes in sections(summary):
         if rows:
-            record = {"name": name, "title": title, **summary["provenance"], "columns": [list(c) for c in columns],
-                      "rows": rows, "notes": notes}
-            json_dir.mkdir(parents=True, exist_ok=True)
-            (json_dir / f"{name}.json").write_text(json.dumps(record, indent=2))
-            published.render(record, results)
+            published.publish(name, title, rows, columns, notes=notes, results=results or published.RESULTS,
+                              json_dir=json_dir or published.JSON_DIR, provenance=summary["provenance"])
             written.append(name)
     return written
 
 
 def sections(summary: dict) -> list[tuple[str, str, list[dict], list[tuple[str, str]], str]]:
     """(name, title, rows, columns, notes) of each table the summary holds."""
-    measured = summary.get("throughput") or {}
-    plain, compiled = measured.get("plain") or {}, measured.get("compiled") or {}
-    faster = {row["command"]: row for row in compiled.get("rows", [])}
+    def part(key: str) -> dict:  # a part that did not finish is None or missing
+        return summary.get(key) or {}
+
     def percent(share: float | None) -> float | None:
         return None if share is None else round(100 * share, 1)
 
     def whole(rate: float | None) -> int | None:
         return None if rate is None else round(rate)
 
-    throughput_rows = [{"command": row["command"], "ours": whole(row["ours_views_per_s"]),
-                        "naive": whole(row.get("naive_views_per_s")), "ratio": row.get("ratio"),
-                        "mfu_ours": percent(row["mfu_ours"]), "mfu_naive": percent(row.get("mfu_naive")),
-                        "compiled": whole((faster.get(row["command"]) or {}).get("ours_views_per_s")),
-                        "mfu_compiled": percent((faster.get(row["command"]) or {}).get("mfu_ours")),
-                        "wall_s": row.get("wall_s")} for row in plain.get("rows", [])]
-    chain = summary.get("chain") or {}
+    measured = part("throughput")
+    plain, compiled = measured.get("plain") or {}, measured.get("compiled") or {}
+    faster = {row["command"]: row for row in compiled.get("rows", [])}
+    throughput_rows = []
+    for row in plain.get("rows", []):
+        fast = faster.get(row["command"], {})
+        throughput_rows.append({"command": row["command"], "ours": whole(row["ours_views_per_s"]),
+                                "naive": whole(row.get("naive_views_per_s")), "ratio": row.get("ratio"),
+                                "mfu_ours": percent(row["mfu_ours"]), "mfu_naive": percent(row.get("mfu_naive")),
+                                "compiled": whole(fast.get("ours_views_per_s")),
+                                "mfu_compiled": percent(fast.get("mfu_ours")), "wall_s": row.get("wall_s")})
+    chain = part("chain")
     chain_rows = [{"encoder": name, **{k: row.get(k) for k in ("acc", "asr", "asr_nontarget", "verdict", "score")}}
                   for name, row in (chain.get("rows") or {}).items()]
-    poisoning = [row for target in POISONING_TARGETS
-                 for row in (summary.get(f"poisoning-{target}") or {}).get("rows", [])]
-    poisoning += [row for attack, _, _ in FULL.victims for row in (summary.get(f"clean-victim-{attack}") or {}).get("rows", [])]
+    parts = [f"poisoning-{target}" for target in POISONING_TARGETS] + \
+        [f"clean-victim-{attack}" for attack, _, _ in FULL.victims]
+    poisoning = [row for key in parts for row in part(key).get("rows", [])]
+    first = part("poisoning-0")
     return [
         ("gpu-throughput", "GPU throughput: image-views per second, ours and the naive loop (alone on the GPU)",
          throughput_rows,
@@ -308,27 +319,18 @@ def sections(summary: dict) -> list[tuple[str, str, list[dict], list[tuple[str, 
           ("training_images", "images"), ("poisoned_images", "poisoned"), ("acc", "ACC %"), ("asr", "ASR %"),
           ("asr_nontarget", "ASR non-target %"), ("verdict", "scan"), ("score", "scan score"),
           ("poison_seconds", "poison s")],
-         f"{(summary.get('poisoning-0') or {}).get('arch', '')} on {(summary.get('poisoning-0') or {}).get('data', '')};"
-         " beside the chain on the same GPU." + (f" {summary['poisoning_note']}" if summary.get("poisoning_note") else "")),
+         f"{first.get('arch', '')} on {first.get('data', '')}; beside the chain on the same GPU."
+         + (f" {summary['poisoning_note']}" if summary.get("poisoning_note") else "")),
     ]
 
 
-def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    def cell(value: object) -> str:
-        if value is None:
-            return "-"
-        return f"{value:,.2f}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(key)) for key, _ in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def markdown(summary: dict) -> str:
+    from results import markdown_table
+
     parts = [f"# GPU check\n\n{summary['device']}; torch {summary['torch']}; {summary['elapsed_s']} s in all.\n"]
     for _, title, rows, columns, notes in sections(summary):
         if rows:
-            parts.append(f"## {title}\n\n" + table(rows, columns) + f"\n\n{notes}")
+            parts.append(f"## {title}\n\n" + markdown_table(rows, columns) + f"\n\n{notes}")
     parts.append("## Status\n\n```\n" + json.dumps(summary["status"], indent=2) + "\n```")
     return "\n\n".join(parts) + "\n"
 
@@ -343,16 +345,22 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--smoke", action="store_true", help="toy sizes, to check the script on the CPU")
     parser.add_argument("--commit", default=None, help="the commit checked out (the device's copy has no .git)")
-    parser.add_argument("--publish-from", type=Path, default=None, metavar="GPU_CHECK_JSON",
-                        help="put the tables of a returned gpu_check.json into benchmarks/RESULTS.md, and stop")
+    parser.add_argument("--from-json", type=Path, default=None, metavar="GPU_CHECK_JSON",
+                        help="run nothing: with --publish, put the tables of a gpu_check.json the device returned "
+                             "into benchmarks/RESULTS.md")
+    add_publish_arguments(parser)
     parser.add_argument("--poisoning-worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--clean-victim", choices=[a for a, _, _ in FULL.victims], default=None,
                         help="only the baseline of one data-poisoning row: its victim pre-trained on the clean subset")
-    if "--publish-from" in sys.argv:
-        args, _ = parser.parse_known_args()
-        print("published: " + ", ".join(publish_returned(args.publish_from)))
-        return
     args = parser.parse_args()
+    if args.from_json:
+        if args.publish:
+            print("published: " + ", ".join(publish_returned(args.from_json)))
+        else:
+            print(markdown(json.loads(args.from_json.read_text())))
+        return
+    if args.out is None:
+        parser.error("--out is required to run the check")
     sizes = SMOKE if args.smoke else FULL
     args.logs = args.work / "logs"  # outside --out: the device returns at most 8 files, so they travel as one tar
     args.out.mkdir(parents=True, exist_ok=True)
@@ -370,10 +378,10 @@ def main() -> None:
 
     clock = Clock(args.budget_s)
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"{args.device} ({os.cpu_count()} cores)"
-    from results import command_line, commit, machine
+    from results import provenance_here
 
-    provenance = {"command": command_line(), "commit": args.commit or commit(), "machine": machine(), "load": "",
-                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    provenance = provenance_here()
+    provenance["commit"] = args.commit or provenance["commit"]
     summary: dict[str, object] = {"device": device, "torch": torch.__version__, "sizes": asdict(sizes),
                                   "provenance": provenance, "status": {}}
     started = time.perf_counter()

@@ -119,14 +119,22 @@ def replace_section(text: str, name: str, new: str) -> str:
     return f"{text.rstrip()}\n\n{new}\n"
 
 
+def provenance_here(load: str = "") -> dict[str, str]:
+    """The command, commit, machine and time of this run: what a published table records about itself."""
+    return {"command": command_line(), "commit": commit(), "machine": machine(), "load": load,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
 def publish(name: str, title: str, rows: Sequence[dict], columns: Sequence[tuple[str, str]], *,
-            notes: str = "", load: str = "", results: Path = RESULTS, json_dir: Path = JSON_DIR) -> Path:
+            notes: str = "", load: str = "", results: Path = RESULTS, json_dir: Path = JSON_DIR,
+            provenance: dict[str, str] | None = None) -> Path:
     """Write (or refresh) the section `name` of RESULTS.md and `results/NAME.json`; returns RESULTS.md.
-    `load` says what else ran on the machine meanwhile (figures measured beside other jobs say so)."""
+    `load` says what else ran on the machine meanwhile (figures measured beside other jobs say so).
+    `provenance` replaces this run's own (`provenance_here`) for figures measured elsewhere, such as on a
+    device machine that returned them."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
         raise ValueError(f"result name {name!r}: lower-case letters, digits and dashes")
-    provenance = {"command": command_line(), "commit": commit(), "machine": machine(), "load": load,
-                  "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    provenance = provenance or provenance_here(load)
     record = {"name": name, "title": title, **provenance, "columns": [list(c) for c in columns], "rows": list(rows),
               "notes": notes}
     json_dir.mkdir(parents=True, exist_ok=True)

@@ -3,22 +3,13 @@ targets, on made-up figures (the run itself takes CPU-hours)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
+from tests.benchmarks import load_benchmark
 
 @pytest.fixture(scope="module")
 def victims():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("ssl_victims", ROOT / "benchmarks" / "ssl_victims.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("ssl_victims")
 
 
 def test_per_method_values(victims):
