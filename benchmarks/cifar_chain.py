@@ -54,6 +54,8 @@ DEFENSES: dict[str, Defense] = {
     "ft": ec.PurifyConfig(method="ft"),  # the fine-tune-only baseline
     "paper": ec.DistillConfig(finetune="ft", student="warmup", losses=("at",)),  # the seed paper's setting
     "distill": ec.DistillConfig(),  # the recommended recipe (`distill` with no options)
+    # the candidate chosen on built-in data (RESULTS.md, "longer-ft"): the recipe with a 150-epoch teacher fine-tune
+    "distill-long-ft": ec.DistillConfig(finetune_options=("epochs=150",)),
 }
 Result = TypeVar("Result")
 
@@ -72,6 +74,7 @@ class Runner:
         self.device = device
         self.logs = logs
         self.seconds: dict[str, float] = {}
+        self.cached_only = False
 
     def __call__(self, label: str, step: Callable[..., Result]) -> Result:
         """`step(device=..., progress=...)`, timed; exits with the step's message if it fails."""
@@ -87,12 +90,18 @@ class Runner:
         print(f"  {label}: {self.seconds[label]:.1f} s", flush=True)
         return result
 
-    def cached(self, label: str, out: Path, make: Callable[..., ec.TrainResult]) -> Path:
-        """Make and save `out` unless a previous run left it."""
+    def cached(self, label: str, out: Path, make: Callable[..., ec.TrainResult]) -> Path | None:
+        """Make and save `out` unless a previous run left it (under `cached_only`: None instead of making it).
+        Saved through a temporary name, so that a run stopped midway or one beside it sees no half-written file."""
         if out.exists():
             print(f"  {label}: cached {out.name}")
             return out
-        self(label, lambda **run: make(**run).save(out))
+        if self.cached_only:
+            print(f"  {label}: not made yet, left out")
+            return None
+        partial = out.with_name(f"{out.stem}.partial{out.suffix}")
+        self(label, lambda **run: make(**run).save(partial))
+        partial.replace(out)
         return out
 
 
@@ -159,12 +168,14 @@ def make_encoders(args: argparse.Namespace, data: ec.DataLike, run: Runner) -> d
         named = "" if references == preset_value(attack, "num_references") else f"_r{references}"
         poisoned = run.cached(f"poison {attack}", args.cache / f"{attack}_{tag}_p{epochs}{named}.safetensors",
                               lambda **step: ec.poison(clean, data, attacked, **step))
+        if poisoned is None:
+            continue
         encoders[attack] = poisoned
         for name in args.defenses:
             out = args.cache / f"{poisoned.stem}_{name}.safetensors"
             encoders[f"{attack} + {name}"] = run.cached(
                 f"{name} on {attack}", out, lambda **step: defend(poisoned, data, DEFENSES[name], **step))
-    return encoders
+    return {name: path for name, path in encoders.items() if path is not None}
 
 
 def main() -> None:
@@ -184,6 +195,11 @@ def main() -> None:
     parser.add_argument("--defenses", nargs="*", choices=list(DEFENSES), default=list(DEFENSES),
                         help="defenses to run on each poisoned encoder (none: only the attacks)")
     parser.add_argument("--skip-scan", action="store_true")
+    parser.add_argument("--make-only", action="store_true",
+                        help="make (or find cached) the encoders and stop: no evaluate, no scan (to make them in "
+                             "parallel processes sharing --cache, then evaluate them all in one run)")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="make nothing: evaluate and scan the encoders earlier runs left in --cache")
     parser.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "cache" / "cifar")
     parser.add_argument("--json-out", type=Path, default=None, help="also write every figure here")
     add_publish_arguments(parser)
@@ -199,7 +215,13 @@ def main() -> None:
     if folder_seconds is not None:
         print(f"read CIFAR-10 with folder: in {folder_seconds:.1f} s")
     data = ec.load_data(spec)  # once, for every step
+    run.cached_only = args.cached_only
     encoders = make_encoders(args, data, run)
+    if args.make_only:
+        if args.json_out:
+            args.json_out.write_text(json.dumps({"encoders": {k: str(v) for k, v in encoders.items()},
+                                                 "seconds": run.seconds}, indent=2))
+        return
     evaluated = ec.EvalConfig(trigger=TRIGGER, target_class=TARGET_CLASS)
     report = run("evaluate", lambda **step: ec.evaluate(list(encoders.values()), data, evaluated, **step))
     rows = {name: result.as_dict() for name, result in zip(encoders, report.encoders)}

@@ -1,7 +1,8 @@
 """The GPU check (issue 23): every GPU figure of the project from one run of at most 8 minutes.
 
     python benchmarks/gpu_check.py --out DIR [--archive CIFAR10_JPEG.tar.gz] [--device cuda] [--budget-s 470]
-        [--parts throughput chain poisoning] [--smoke]
+        [--parts throughput chain poisoning] [--chain-epochs N] [--naive-workers N] [--no-compiled]
+        [--throughput-workloads COMMAND ...] [--throughput-steps N] [--smoke]
     python benchmarks/gpu_check.py --from-json gpu_check.json [--publish]
 
 Writes DIR/gpu_check.json (every figure) and DIR/gpu_check.md (the same as Markdown tables), each part's
@@ -14,8 +15,12 @@ gpu-chain, gpu-poisoning) with the device run's own command, commit and machine.
    again with `--compile` for distill and pretrain, and MFU against a bf16 matmul timed in the same run.
    It runs alone on the machine, so its figures are clean.
 2. `chain`: `benchmarks/cifar_chain.py` on real CIFAR-10 at `resnet18-cifar`: pretrain (as many epochs
-   as fit the budget, from the throughput just measured), BadEncoder (2 epochs, 50 references, as on the
-   CPU), the fine-tune-only baseline and the default distill, evaluate and scan, each step timed.
+   as fit the budget, from the throughput just measured, or `--chain-epochs`), BadEncoder and DRUPE
+   (2 epochs, 50 references, as on the CPU), the fine-tune-only baseline, the default distill and the
+   candidate with a 150-epoch teacher fine-tune, each step timed; then evaluate and scan of every encoder
+   made. The encoders are made in stages of processes side by side on the GPU (the attacks together,
+   then every defense of every attack together), which stop `chain_reserve_s` before the deadline so
+   that what was made still gets evaluated.
 3. `poisoning`: BASSL (MoCo v2 victim, 200 epochs) and CTRL (SimCLR victim, 800 epochs), the published
    pre-training lengths, on a class-balanced 5,000-image subset of CIFAR-10 at `resnet18-cifar-w16`, target
    classes 0 and 3 (one process per class): does the data-poisoning backdoor appear when the victim
@@ -40,7 +45,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -67,6 +72,9 @@ class Sizes:
     pretrain_epochs: tuple[int, int] = (3, 40)  # the fewest and most epochs the budget may give
     poison_epochs: int = 2
     references: int = 50
+    chain_attacks: tuple[str, ...] = ("badencoder", "drupe")
+    chain_defenses: tuple[str, ...] = ("ft", "distill", "distill-long-ft")  # cifar_chain.DEFENSES
+    chain_reserve_s: float = 120.0  # kept for the last step: evaluate and scan every encoder made
     poisoning_arch: str = "resnet18-cifar-w16"
     poisoning_per_class: int = 500
     # the published pre-training of each data-poisoning paper's victim: (method, epochs)
@@ -76,6 +84,7 @@ class Sizes:
 FULL = Sizes()
 SMOKE = Sizes(arch="resnet10-cifar-w8", batch=32, steps=12, workers=1, compile_workloads=(),
               pretrain_seconds=1.0, pretrain_epochs=(1, 1), poison_epochs=1, references=10,
+              chain_defenses=("ft", "distill"), chain_reserve_s=60.0,
               poisoning_arch="resnet10-cifar-w8", poisoning_per_class=20,
               victims=(("bassl", "mocov2", 1), ("ctrl", "simclr", 1)))
 
@@ -130,7 +139,8 @@ def throughput(args: argparse.Namespace, sizes: Sizes, clock: Clock) -> dict:
     """Both throughput runs, one after the other, alone on the machine."""
     common = [sys.executable, str(HERE / "throughput.py"), "--device", args.device, "--arch", sizes.arch,
               "--batch-size", str(sizes.batch), "--steps", str(sizes.steps), "--workers", str(sizes.workers)]
-    runs = {"plain": (common + ["--json-out", str(args.out / "throughput.json")], args.out / "throughput.json")}
+    plain = common + (["--workloads", *args.throughput_workloads] if args.throughput_workloads else [])
+    runs = {"plain": (plain + ["--json-out", str(args.out / "throughput.json")], args.out / "throughput.json")}
     if sizes.compile_workloads:
         runs["compiled"] = (common + ["--compile", "--no-naive", "--workloads", *sizes.compile_workloads,
                                       "--json-out", str(args.out / "throughput-compiled.json")],
@@ -159,11 +169,48 @@ def chain_epochs(sizes: Sizes, measured: dict) -> tuple[int, str]:
     return max(low, min(high, epochs)), f"{sizes.pretrain_seconds:.0f} s at a third of {3 * rate:,.0f} views/s"
 
 
-def chain_command(args: argparse.Namespace, sizes: Sizes, epochs: int) -> list[str]:
+def chain_command(args: argparse.Namespace, sizes: Sizes, epochs: int, attacks: tuple[str, ...],
+                  defenses: tuple[str, ...], *extra: str) -> list[str]:
     return [sys.executable, str(HERE / "cifar_chain.py"), "--archive", str(args.archive), "--arch", sizes.arch,
-            "--pretrain-epochs", str(epochs), "--attacks", "badencoder", "--poison-epochs", str(sizes.poison_epochs),
-            "--num-references", str(sizes.references), "--defenses", "ft", "distill", "--device", args.device,
-            "--threads", "4", "--cache", str(args.work / "cifar"), "--json-out", str(args.out / "chain.json")]
+            "--pretrain-epochs", str(epochs), "--attacks", *attacks, "--poison-epochs", str(sizes.poison_epochs),
+            "--num-references", str(sizes.references), "--defenses", *defenses, "--device", args.device,
+            "--threads", "2", "--cache", str(args.work / "cifar"), *extra]
+
+
+def chain_stages(sizes: Sizes) -> list[list[tuple[tuple[str, ...], tuple[str, ...]]]]:
+    """The chain's encoders in stages of (attacks, defenses) runs, each stage's runs side by side as
+    processes sharing one cache: pre-training; each attack; each defense of each attack."""
+    return [[((), ())],
+            [((attack,), ()) for attack in sizes.chain_attacks],
+            [((attack,), (defense,)) for attack in sizes.chain_attacks for defense in sizes.chain_defenses]]
+
+
+def chain(args: argparse.Namespace, sizes: Sizes, epochs: int, clock: Clock) -> dict[str, object]:
+    """Make the chain's encoders stage by stage (stopping the makers `chain_reserve_s` before the deadline),
+    then evaluate and scan whatever was made in one run; the exit status of each process."""
+    status: dict[str, object] = {}
+    seconds: dict[str, float] = {}
+    makers = Clock(max(0.0, clock.left() - sizes.chain_reserve_s))
+    for number, stage in enumerate(chain_stages(sizes)):
+        processes, outputs = {}, {}
+        for attacks, defenses in stage:
+            name = "chain-" + ("-".join(attacks + defenses) or "pretrain")
+            outputs[name] = args.work / f"{name}.json"
+            processes[name] = launch(chain_command(args, sizes, epochs, attacks, defenses, "--make-only",
+                                                   "--json-out", str(outputs[name])),
+                                     args.logs / f"{name}.log", threads=2)
+        status.update(wait_all(processes, makers))
+        for output in outputs.values():
+            seconds.update((read_json(output) or {}).get("seconds", {}))
+        if makers.left() <= 0:
+            break
+    final = chain_command(args, sizes, epochs, sizes.chain_attacks, sizes.chain_defenses, "--cached-only",
+                          "--json-out", str(args.out / "chain.json"))
+    status.update(wait_all({"chain": launch(final, args.logs / "chain.log", threads=8)}, clock))
+    result = read_json(args.out / "chain.json") or {}
+    result["seconds"] = {**seconds, **result.get("seconds", {})}
+    (args.out / "chain.json").write_text(json.dumps(result, indent=2, default=str))
+    return status
 
 
 def poisoning_command(args: argparse.Namespace, target: int) -> list[str]:
@@ -313,7 +360,9 @@ def sections(summary: dict) -> list[tuple[str, str, list[dict], list[tuple[str, 
         ("gpu-chain", f"GPU: the chain on real CIFAR-10 ({summary.get('chain_epochs_why', '')})", chain_rows,
          [("encoder", "encoder"), ("acc", "ACC %"), ("asr", "ASR %"), ("asr_nontarget", "ASR non-target %"),
           ("verdict", "scan"), ("score", "scan score")],
-         "Step seconds (beside the poisoning part on the same GPU): " + json.dumps(chain.get("seconds"))),
+         "Step seconds (each stage's runs side by side on the same GPU: the attacks together, then every "
+         "defense of every attack together; " + ("beside the poisoning part): " if first else "no other part): ")
+         + json.dumps(chain.get("seconds"))),
         ("gpu-poisoning", "GPU: BASSL and CTRL at their papers' pre-training epochs", poisoning,
          [("attack", "attack"), ("victim", "victim"), ("epochs", "epochs"), ("target_class", "target"),
           ("training_images", "images"), ("poisoned_images", "poisoned"), ("acc", "ACC %"), ("asr", "ASR %"),
@@ -344,6 +393,15 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=470.0, help="stop everything this many seconds in")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--smoke", action="store_true", help="toy sizes, to check the script on the CPU")
+    parser.add_argument("--chain-epochs", type=int, default=None,
+                        help="the chain's pre-training epochs (default: as many as fit the budget)")
+    parser.add_argument("--naive-workers", type=int, default=None,
+                        help="DataLoader workers of the naive loop (default: 8; 0 is DataLoader's own default)")
+    parser.add_argument("--no-compiled", dest="compiled", action="store_false",
+                        help="skip the throughput part's second run, with --compile")
+    parser.add_argument("--throughput-workloads", nargs="+", default=None, metavar="COMMAND",
+                        help="time only these commands (default: all four)")
+    parser.add_argument("--throughput-steps", type=int, default=None, help="timed steps per loop (default: 30)")
     parser.add_argument("--commit", default=None, help="the commit checked out (the device's copy has no .git)")
     parser.add_argument("--from-json", type=Path, default=None, metavar="GPU_CHECK_JSON",
                         help="run nothing: with --publish, put the tables of a gpu_check.json the device returned "
@@ -362,6 +420,12 @@ def main() -> None:
     if args.out is None:
         parser.error("--out is required to run the check")
     sizes = SMOKE if args.smoke else FULL
+    if args.naive_workers is not None:
+        sizes = replace(sizes, workers=args.naive_workers)
+    if not args.compiled:
+        sizes = replace(sizes, compile_workloads=())
+    if args.throughput_steps:
+        sizes = replace(sizes, steps=args.throughput_steps)
     args.logs = args.work / "logs"  # outside --out: the device returns at most 8 files, so they travel as one tar
     args.out.mkdir(parents=True, exist_ok=True)
     args.logs.mkdir(parents=True, exist_ok=True)
@@ -402,15 +466,18 @@ def main() -> None:
         summary["throughput"] = throughput(args, sizes, clock)
         summary["status"]["throughput"] = {k: v["status"] for k, v in summary["throughput"].items()}
         write()
-    epochs, why = chain_epochs(sizes, summary.get("throughput") or {})
+    if args.chain_epochs:
+        epochs, why = args.chain_epochs, "set by --chain-epochs"
+    else:
+        epochs, why = chain_epochs(sizes, summary.get("throughput") or {})
     summary["chain_epochs"], summary["chain_epochs_why"] = epochs, f"{sizes.arch}, {epochs} pre-training epochs: {why}"
     processes = {}
-    if "chain" in args.parts:
-        processes["chain"] = launch(chain_command(args, sizes, epochs), args.logs / "chain.log", threads=4)
     if "poisoning" in args.parts:
         for target in POISONING_TARGETS:
             processes[f"poisoning-{target}"] = launch(poisoning_command(args, target),
                                                       args.logs / f"poisoning-{target}.log", threads=4)
+    if "chain" in args.parts:  # in this process, beside the poisoning part's processes
+        summary["status"].update(chain(args, sizes, epochs, clock))
     summary["status"].update(wait_all(processes, clock))
     write()
     with tarfile.open(args.out / "logs.tar.gz", "w:gz") as tar:

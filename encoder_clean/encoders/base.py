@@ -73,6 +73,12 @@ class Encoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.features(images)
 
+    @property
+    def token_side(self) -> int | None:
+        """Pixels per side of the square image patch one input token sees (a ViT's patch size), or None
+        for encoders without patch tokens (convnets)."""
+        return None
+
     def project(self, features: torch.Tensor) -> torch.Tensor:
         if self.head is None:
             raise UserError(f"encoder {self.arch} has no projection head")

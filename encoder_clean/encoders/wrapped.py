@@ -117,6 +117,12 @@ class TimmEncoder(WrappedEncoder):
                    pretrained.get("mean", IMAGENET_MEAN), pretrained.get("std", IMAGENET_STD), taps)
 
     @property
+    def token_side(self) -> int | None:
+        patch_embed = getattr(self.model, "patch_embed", None)
+        size = getattr(patch_embed, "patch_size", None)
+        return int(size[0] if isinstance(size, (tuple, list)) else size) if size else None
+
+    @property
     def attention_taps(self) -> tuple[str, ...]:
         blocks = getattr(self.model, "blocks", None)
         if blocks is None or not all(hasattr(getattr(b, "attn", None), "qkv") for b in blocks):
@@ -196,6 +202,10 @@ class TransformersEncoder(WrappedEncoder):
         encoder.patch_grid = (size // int(hf_config.patch_size),) * 2
         encoder.prefix_tokens = 1
         return encoder
+
+    @property
+    def token_side(self) -> int | None:
+        return self.image_size // self.patch_grid[0]
 
     @property
     def attention_taps(self) -> tuple[str, ...]:

@@ -60,6 +60,20 @@ def test_windows_tile_the_image_edge_to_edge():
     assert window_boxes(224, WindowConfig())[-1] == (140, 140, 84)
 
 
+def test_windows_of_a_patch_token_encoder_cover_whole_tokens():
+    boxes = window_boxes(32, WindowConfig(window=0.375, grid=5), token_side=4)
+    assert len(boxes) == 25 and {b[2] for b in boxes} == {12}
+    assert all(top % 4 == 0 and left % 4 == 0 for top, left, _ in boxes)
+    assert min(b[0] for b in boxes) == 0 and max(b[0] + b[2] for b in boxes) == 32
+    assert {b[1] for b in window_boxes(224, WindowConfig(), token_side=16)} == {0, 32, 64, 112, 144}
+    assert window_boxes(32, WindowConfig(), token_side=1) == window_boxes(32, WindowConfig())
+
+
+def test_encoders_say_whether_they_have_patch_tokens():
+    assert create_encoder("vit-p4-d4-w64").token_side == 4
+    assert create_encoder("resnet10-cifar-w8").token_side is None
+
+
 def test_large_inputs_take_the_lighter_schedule_and_small_ones_do_not():
     config = WindowConfig()
     assert config.effective(32) is config and config.effective(127) is config
