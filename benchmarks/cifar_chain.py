@@ -54,8 +54,8 @@ DEFENSES: dict[str, Defense] = {
     "ft": ec.PurifyConfig(method="ft"),  # the fine-tune-only baseline
     "paper": ec.DistillConfig(finetune="ft", student="warmup", losses=("at",)),  # the seed paper's setting
     "distill": ec.DistillConfig(),  # the recommended recipe (`distill` with no options)
-    # the candidate chosen on built-in data (RESULTS.md, "longer-ft"): the recipe with a 150-epoch teacher fine-tune
-    "distill-long-ft": ec.DistillConfig(finetune_options=("epochs=150",)),
+    # the recipe before session 13, with `ft`'s own 50-epoch teacher fine-tune in place of 150 epochs
+    "distill-ft50": ec.DistillConfig(finetune_options=("epochs=50",)),
 }
 Result = TypeVar("Result")
 

@@ -11,7 +11,9 @@ thread count per process, not per build:
 - the default chain: `pretrain` with its defaults, its default `poison` for four triggers and both
   attacks, and the default `distill` of the default BadEncoder output.
 Every member is put in the calibration or the held-out part by a hash of its name (`split_of`), fixed
-before any scan; thresholds come from the calibration part only. Each method then scans every member
+before any scan; thresholds come from the calibration part only. Each poisoned member is evaluated too
+(`evaluate` on its downstream data): one whose attack did not take (non-target ASR under `ATTACK_TOOK`)
+is listed as such and left out of the rates. Each method then scans every member
 in-process (`encoder_clean.scan.run_scan`) on 1,000 class-balanced shadow images of the data the member
 was trained on, and the script prints per-member scores, and for the held-out part AUROC and TPR/FPR at the
 shipped threshold and at the calibrated one.
@@ -51,6 +53,11 @@ NPZ_TRIGGER = "sample_triggers/trigger_pt_white_21_10_ap_replace.npz"
 TRAIN_IMAGES = 4000  # zoo members (not the default chain) pre-train and poison on this many images
 SHADOW_IMAGES = 1000
 CALIBRATION, HELD_OUT = "calibration", "held-out"
+# A poisoned member counts as backdoored only when its attack took: `evaluate` on its downstream data sends
+# at least this share (%) of the other classes' triggered test images to the target. Fixed in session 13
+# before any member was evaluated, after four ViT attacks turned out weak (7-47% ASR); a member below it
+# is reported as "attack failed" and left out of AUROC, TPR and FPR, since no verdict on it is wrong.
+ATTACK_TOOK = 50.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,12 @@ class Member:
     parent: str | None = None
     attack: str | None = None
     tags: tuple[str, ...] = field(default=())
+
+
+def downstream_of(member: Member) -> str:
+    """The data a poisoned member's attack aimed at: its --reference-data, else its --data."""
+    command = member.command
+    return command[command.index("--reference-data") + 1] if "--reference-data" in command else member.data
 
 
 def split_of(name: str) -> str:
@@ -208,6 +221,24 @@ class Zoo:
         return float(timing.read_text())
 
 
+def attack_asr(store: Zoo, member: Member) -> float | None:
+    """A poisoned member's non-target ASR (%) from the real `evaluate` on its downstream data, with the
+    trigger and target class its checkpoint records (cached as NAME.eval.json); None for clean members."""
+    if not member.backdoor:
+        return None
+    cached = store.folder / f"{member.name}.eval.json"
+    if not cached.exists():
+        report = cli("evaluate", str(store.path(member)), "--data", downstream_of(member), device=store.args.device)
+        cached.write_text(json.dumps(report, indent=2))
+        print(f"evaluated {member.name}: ASR non-target {report['encoders'][0]['asr_nontarget']:.2f}%", flush=True)
+    return float(json.loads(cached.read_text())["encoders"][0]["asr_nontarget"])
+
+
+def counted(row: dict) -> bool:
+    """Whether a scan row enters AUROC, TPR and FPR: clean members always, poisoned ones whose attack took."""
+    return not row["backdoor"] or row["attack_asr"] >= ATTACK_TOOK
+
+
 def build_all(store: Zoo, members: list[Member], jobs: int) -> None:
     """In list order, each member after its parent; `jobs` commands side by side once parents exist."""
     ordered: list[Member] = []
@@ -300,7 +331,12 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
             found = scan_member(store, member, method, shadows, args)
             rows.append({"name": member.name, "method": method, "split": split_of(member.name),
                          "backdoor": member.backdoor, "attack": member.attack or "-", "tags": list(member.tags),
+                         "attack_asr": attack_asr(store, member),
                          "score": found["score"], "verdict": found["verdict"], "seconds": found["seconds"]})
+    failed = sorted({r["name"] for r in rows if not counted(r)})
+    if failed:
+        print(f"\nattack failed (non-target ASR under {ATTACK_TOOK:.0f}%), left out of the rates: " + ", ".join(
+            f"{name} ({next(r['attack_asr'] for r in rows if r['name'] == name):.1f}%)" for name in failed))
     held = [m for m in built if split_of(m.name) == HELD_OUT]
     print(f"\nzoo: {len(built)} encoders built of {len(members)}; held-out {len(held)} "
           f"({sum(m.backdoor for m in held)} backdoored), calibration {len(built) - len(held)}; "
@@ -318,7 +354,7 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
     print("| --- |" + " ---: |" * 9)
     summary = {}
     for method in args.methods:
-        mine = [r for r in rows if r["method"] == method]
+        mine = [r for r in rows if r["method"] == method and counted(r)]
         test = [r for r in mine if r["split"] == HELD_OUT]
         calib = [r for r in mine if r["split"] == CALIBRATION]
         shipped = get_method(method).threshold
@@ -352,11 +388,16 @@ def publish_results(rows: list[dict], summary: dict, args: argparse.Namespace) -
             [("method", "method"), ("auroc", "AUROC"), ("shipped", "shipped threshold"), ("shipped_tpr", "TPR %"),
              ("shipped_fpr", "FPR %"), ("calibrated", "calibrated threshold"), ("calibrated_tpr", "TPR %"),
              ("calibrated_fpr", "FPR %")], notes=args.notes, load=args.load)
-    members = [{"name": r["name"], "split": r["split"], "backdoor": "yes" if r["backdoor"] else "no",
+    def backdoor(row: dict) -> str:
+        if not row["backdoor"]:
+            return "no"
+        return f"yes ({row['attack_asr']:.1f}%)" if counted(row) else f"attack failed ({row['attack_asr']:.1f}%)"
+
+    members = [{"name": r["name"], "split": r["split"], "backdoor": backdoor(r),
                 "method": r["method"], "score": f"{r['score']:.4f}", "verdict": r["verdict"],
                 "seconds": f"{r['seconds']:.0f}"} for r in rows]
     publish("scan-zoo-members", "scan zoo: every member's score", members,
-            [("name", "encoder"), ("split", "split"), ("backdoor", "backdoored"), ("method", "method"),
+            [("name", "encoder"), ("split", "split"), ("backdoor", "backdoored (ASR non-target)"), ("method", "method"),
              ("score", "score"), ("verdict", "verdict"), ("seconds", "s")], load=args.load)
 
 

@@ -69,3 +69,14 @@ def test_markdown_says_what_is_missing(gpu_check):
     partial["chain"] = None
     text = gpu_check.markdown(partial)
     assert "GPU throughput" in text and "chain on real CIFAR-10" not in text and "BASSL and CTRL" in text
+
+
+def test_the_chain_is_made_in_stages_each_after_what_it_needs(gpu_check):
+    sizes = gpu_check.FULL
+    stages = gpu_check.chain_stages(sizes)
+    assert stages[0] == [((), ())]  # pre-training alone first
+    assert stages[1] == [((attack,), ()) for attack in sizes.chain_attacks]
+    assert sorted(stages[2]) == sorted(((a,), (d,)) for a in sizes.chain_attacks for d in sizes.chain_defenses)
+    from cifar_chain import DEFENSES
+
+    assert set(sizes.chain_defenses) <= set(DEFENSES)

@@ -1,0 +1,33 @@
+"""benchmarks/scan_zoo.py: the split, and which members enter the rates (the zoo itself takes hours)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.benchmarks import load_benchmark
+
+
+@pytest.fixture(scope="module")
+def scan_zoo():
+    return load_benchmark("scan_zoo")
+
+
+def test_a_poisoned_member_counts_only_when_its_attack_took(scan_zoo):
+    took = scan_zoo.ATTACK_TOOK
+    assert scan_zoo.counted({"backdoor": False, "attack_asr": None})
+    assert scan_zoo.counted({"backdoor": True, "attack_asr": took})
+    assert not scan_zoo.counted({"backdoor": True, "attack_asr": took - 0.01})
+
+
+def test_a_poisoned_member_is_evaluated_on_the_data_its_attack_aimed_at(scan_zoo):
+    members = {m.name: m for m in scan_zoo.zoo("folder:/nowhere")}
+    member = members["badencoder-white-square-t0-e8-clean-shapes-w16-s0"]
+    assert scan_zoo.downstream_of(member) == "builtin:glyphs"
+    assert scan_zoo.downstream_of(members["default-badencoder-white-square"]) == "builtin"
+
+
+def test_the_split_is_fixed_by_the_name_alone_and_keeps_a_third_for_calibration(scan_zoo):
+    names = [m.name for m in scan_zoo.zoo("folder:/nowhere")]
+    splits = [scan_zoo.split_of(name) for name in names]
+    assert splits == [scan_zoo.split_of(name) for name in names]
+    assert 0.2 < splits.count(scan_zoo.CALIBRATION) / len(names) < 0.45
