@@ -85,6 +85,8 @@ def test_features_equal_the_library_forward_through_the_hub(kind, hub, tmp_path)
     torch.testing.assert_close(ours, _library_features(kind, model, encoder.normalize(images)))
     assert taps and all(t.ndim == 4 for t in taps.values())  # ViT tokens come back as patch grids
     assert loaded.sha256 and loaded.encoder.arch.startswith(("timm/", "transformers/"))
+    # scan's windows align to patch tokens where there are any (4 px patches in every ViT here)
+    assert encoder.token_side == (None if kind == "timm-resnet" else 4)
     # the same folder read locally gives the same encoder
     torch.testing.assert_close(load_encoder(str(folder)).encoder.eval().features(images), ours)
 
