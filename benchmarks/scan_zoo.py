@@ -229,7 +229,7 @@ class Zoo:
             out.with_suffix(".build.json").write_text(json.dumps(report, indent=2))
             timing.write_text(f"{time.perf_counter() - started:.1f}")
             print(f"built {member.name} in {timing.read_text()} s", flush=True)
-        return float(timing.read_text())
+        return float(timing.read_text()) if timing.exists() else float("nan")  # members built before timing was kept
 
 
 def attack_asr(store: Zoo, member: Member) -> float | None:
@@ -286,16 +286,20 @@ def scan_member(store: Zoo, member: Member, method: str, shadows: dict, args: ar
 
 
 def rescored(row: dict, method: str) -> dict:
-    """A scan cached before the window method had its collapse gap, scored as the method now scores it, from
-    the figures it stored (similarities rounded to 5 decimals, the clean similarity to 4)."""
-    if method != "encoder-clean" or "collapse_gap" in row:
+    """A cached window scan scored with the method's limits as they are now (the search is unchanged by a
+    new limit, only the verdict's arithmetic). Scans cached before the method had its collapse gap get it
+    from the figures they stored (similarities rounded to 5 decimals, the clean similarity to 4)."""
+    if method != "encoder-clean":
         return row
     config = get_method(method).config
-    gap = math.log(1 - row["clean_similarity"]) - math.log(max(1 - row["similarity"], 1e-6))
+    gap = row.get("collapse_gap")
+    if gap is None:
+        gap = math.log(1 - row["clean_similarity"]) - math.log(max(1 - row["similarity"], 1e-6))
     score = round(window_score(row["anomaly_index"], gap, config), 4)
     threshold = get_method(method).threshold
-    return {**row, "collapse_gap": round(gap, 4), "score": score, "threshold": threshold,
-            "verdict": "backdoor" if score > threshold else "clean", "rescored": True}
+    return {**row, "collapse_gap": round(gap, 4), "gap_limit": config.gap_limit, "score": score,
+            "threshold": threshold, "verdict": "backdoor" if score > threshold else "clean",
+            "rescored": score != row.get("score")}
 
 
 def auroc(positive: list[float], negative: list[float]) -> float:
@@ -308,7 +312,7 @@ def auroc(positive: list[float], negative: list[float]) -> float:
 
 def calibrate(rows: list[dict], max_fpr: float = 0.05) -> float:
     """The lowest threshold that keeps the calibration part's false positives at or under `max_fpr`,
-    moved halfway to the next clean score above it (so that it is not fitted to one clean encoder)."""
+    moved halfway to the next backdoored score above it (so that it is not fitted to one clean encoder)."""
     clean = sorted(r["score"] for r in rows if not r["backdoor"])
     if not clean:
         return float("nan")
@@ -324,6 +328,19 @@ def rates(rows: list[dict], threshold: float) -> tuple[float, float]:
     tpr = sum(r["score"] > threshold for r in backdoors) / max(1, len(backdoors))
     fpr = sum(r["score"] > threshold for r in cleans) / max(1, len(cleans))
     return 100 * tpr, 100 * fpr
+
+
+def comparison_scopes(rows: list[dict], methods: list[str]) -> list[tuple[str, str, set[str]]]:
+    """(method, label, held-out names) to summarise: each method on every held-out member it scanned, and,
+    where the methods scanned different members (the slower ones scan part of the held-out part), each
+    method again on the members every method scanned, so that they compare on the same encoders."""
+    held_out = {method: {r["name"] for r in rows if r["method"] == method and r["split"] == HELD_OUT}
+                for method in methods}
+    scopes = [(method, method, held_out[method]) for method in methods]
+    common = set.intersection(*held_out.values()) if held_out else set()
+    if len(methods) > 1 and any(common != names for names in held_out.values()):
+        scopes += [(method, f"{method}, on the {len(common)} every method scanned", common) for method in methods]
+    return scopes
 
 
 def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
@@ -343,7 +360,8 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
             rows.append({"name": member.name, "method": method, "split": split_of(member.name),
                          "backdoor": member.backdoor, "attack": member.attack or "-", "tags": list(member.tags),
                          "attack_asr": attack_asr(store, member),
-                         "score": found["score"], "verdict": found["verdict"], "seconds": found["seconds"]})
+                         "score": found["score"], "verdict": found["verdict"], "seconds": found["seconds"],
+                         "collapse_gap": found.get("collapse_gap")})
     failed = sorted({r["name"] for r in rows if not counted(r)})
     if failed:
         print(f"\nattack failed (non-target ASR under {ATTACK_TOOK:.0f}%), left out of the rates: " + ", ".join(
@@ -360,23 +378,31 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
                  for method in args.methods]
         print(f"| {member.name} | {split_of(member.name)} | " + " | ".join(cells) + " |")
     print("\nheld-out part (BadEncoder + DRUPE vs clean); thresholds from the calibration part only")
-    print("| method | AUROC | shipped threshold | TPR % | FPR % | calibrated threshold | TPR % | FPR % "
+    print("| method | encoders | AUROC | shipped threshold | TPR % | FPR % | calibrated threshold | TPR % | FPR % "
           "| mean s | max s |")
-    print("| --- |" + " ---: |" * 9)
+    print("| --- | --- |" + " ---: |" * 9)
+    counted_rows = [r for r in rows if counted(r)]
     summary = {}
-    for method in args.methods:
-        mine = [r for r in rows if r["method"] == method and counted(r)]
-        test = [r for r in mine if r["split"] == HELD_OUT]
+    for method, label, names in comparison_scopes(counted_rows, args.methods):
+        mine = [r for r in counted_rows if r["method"] == method]
+        test = [r for r in mine if r["split"] == HELD_OUT and r["name"] in names]
         calib = [r for r in mine if r["split"] == CALIBRATION]
         shipped = get_method(method).threshold
         calibrated = calibrate(calib) if calib else float("nan")
         value = auroc([r["score"] for r in test if r["backdoor"]], [r["score"] for r in test if not r["backdoor"]])
-        seconds = [r["seconds"] for r in mine]
-        summary[method] = {"auroc": value, "shipped": shipped, "calibrated": calibrated,
-                           "shipped_rates": rates(test, shipped), "calibrated_rates": rates(test, calibrated)}
-        print(f"| {method} | {value:.3f} | {shipped:.4f} | {rates(test, shipped)[0]:.1f} | "
+        seconds = [r["seconds"] for r in test]
+        encoders = f"{len(test)} ({sum(r['backdoor'] for r in test)} backdoored)"
+        summary[label] = {"auroc": value, "shipped": shipped, "calibrated": calibrated, "encoders": encoders,
+                          "shipped_rates": rates(test, shipped), "calibrated_rates": rates(test, calibrated)}
+        print(f"| {label} | {encoders} | {value:.3f} | {shipped:.4f} | {rates(test, shipped)[0]:.1f} | "
               f"{rates(test, shipped)[1]:.1f} | {calibrated:.4f} | {rates(test, calibrated)[0]:.1f} | "
-              f"{rates(test, calibrated)[1]:.1f} | {sum(seconds) / len(seconds):.1f} | {max(seconds):.1f} |")
+              f"{rates(test, calibrated)[1]:.1f} | {sum(seconds) / max(1, len(seconds)):.1f} | "
+              f"{max(seconds, default=0):.1f} |")
+    gap_rows = [{"score": r["collapse_gap"], "backdoor": r["backdoor"]} for r in counted_rows
+                if r["method"] == "encoder-clean" and r["split"] == CALIBRATION and r.get("collapse_gap") is not None]
+    if gap_rows:
+        print(f"\ncollapse gap limit that the calibration part gives by the same rule: {calibrate(gap_rows):.2f} "
+              f"(shipped: {get_method('encoder-clean').config.gap_limit}; {len(gap_rows)} calibration members)")
     print("\nthe default chain (shipped thresholds): backdoored ones must be flagged, the distilled one passed")
     for member in [m for m in built if "default" in m.tags]:
         verdicts = ", ".join(f"{r['method']} {r['verdict']} ({r['score']:.3f})" for r in rows if r["name"] == member.name)
@@ -391,12 +417,13 @@ def publish_results(rows: list[dict], summary: dict, args: argparse.Namespace) -
     def cell(value: float) -> object:
         return "-" if value != value else value
 
-    table = [{"method": method, "auroc": f"{s['auroc']:.3f}", "shipped": s["shipped"],
+    table = [{"method": method, "encoders": s["encoders"], "auroc": f"{s['auroc']:.3f}", "shipped": s["shipped"],
               "shipped_tpr": f"{s['shipped_rates'][0]:.1f}", "shipped_fpr": f"{s['shipped_rates'][1]:.1f}",
               "calibrated": cell(s["calibrated"]), "calibrated_tpr": f"{s['calibrated_rates'][0]:.1f}",
               "calibrated_fpr": f"{s['calibrated_rates'][1]:.1f}"} for method, s in summary.items()]
     publish("scan-zoo", "scan on a zoo split before scanning (held-out part)", table,
-            [("method", "method"), ("auroc", "AUROC"), ("shipped", "shipped threshold"), ("shipped_tpr", "TPR %"),
+            [("method", "method"), ("encoders", "held-out encoders"), ("auroc", "AUROC"),
+             ("shipped", "shipped threshold"), ("shipped_tpr", "TPR %"),
              ("shipped_fpr", "FPR %"), ("calibrated", "calibrated threshold"), ("calibrated_tpr", "TPR %"),
              ("calibrated_fpr", "FPR %")], notes=args.notes, load=args.load)
     def backdoor(row: dict) -> str:

@@ -31,3 +31,14 @@ def test_the_split_is_fixed_by_the_name_alone_and_keeps_a_third_for_calibration(
     splits = [scan_zoo.split_of(name) for name in names]
     assert splits == [scan_zoo.split_of(name) for name in names]
     assert 0.2 < splits.count(scan_zoo.CALIBRATION) / len(names) < 0.45
+
+
+def test_methods_that_scanned_different_members_are_also_compared_on_the_common_ones(scan_zoo):
+    def row(name, method, split="held-out"):
+        return {"name": name, "method": method, "split": split}
+
+    rows = [row("a", "fast"), row("b", "fast"), row("c", "fast", "calibration"), row("a", "slow")]
+    scopes = scan_zoo.comparison_scopes(rows, ["fast", "slow"])
+    assert scopes[:2] == [("fast", "fast", {"a", "b"}), ("slow", "slow", {"a"})]
+    assert [(m, names) for m, _, names in scopes[2:]] == [("fast", {"a"}), ("slow", {"a"})]
+    assert scan_zoo.comparison_scopes(rows[:3], ["fast"]) == [("fast", "fast", {"a", "b"})]

@@ -38,7 +38,10 @@ from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, cpu_bf16, d
 from encoder_clean.scan.invert import mean_pairwise_cosine, on_frozen, stamped_similarity
 
 MAD_TO_SIGMA = 1.4826  # median absolute deviation of a normal distribution, in standard deviations
-GAP_LIMIT = 5.45  # set from the calibration part of benchmarks/scan_zoo.py's zoo
+# Set from the calibration part of benchmarks/scan_zoo.py's zoo by its rule (halfway from the highest clean
+# gap to the next backdoored one): 5.45 from 3.26 and 7.64 when the part had 6 members; 4.45 from 3.55 and
+# 5.35 with its 14 members of session 13 (`scan_zoo.py --scan-only --cached-only` prints it).
+GAP_LIMIT = 4.45
 
 
 @dataclass(frozen=True)
