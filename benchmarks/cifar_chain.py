@@ -54,8 +54,8 @@ DEFENSES: dict[str, Defense] = {
     "ft": ec.PurifyConfig(method="ft"),  # the fine-tune-only baseline
     "paper": ec.DistillConfig(finetune="ft", student="warmup", losses=("at",)),  # the seed paper's setting
     "distill": ec.DistillConfig(),  # the recommended recipe (`distill` with no options)
-    # the recipe before session 13, with `ft`'s own 50-epoch teacher fine-tune in place of 150 epochs
-    "distill-ft50": ec.DistillConfig(finetune_options=("epochs=50",)),
+    # the recipe with a 150-epoch teacher fine-tune (RESULTS.md "longer-ft"; docs/recipes.md says why it is not the default)
+    "distill-long-ft": ec.DistillConfig(finetune_options=("epochs=150",)),
 }
 Result = TypeVar("Result")
 

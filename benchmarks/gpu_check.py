@@ -17,7 +17,7 @@ gpu-chain, gpu-poisoning) with the device run's own command, commit and machine.
 2. `chain`: `benchmarks/cifar_chain.py` on real CIFAR-10 at `resnet18-cifar`: pretrain (as many epochs
    as fit the budget, from the throughput just measured, or `--chain-epochs`), BadEncoder and DRUPE
    (2 epochs, 50 references, as on the CPU), the fine-tune-only baseline, the default distill and the
-   earlier recipe with a 50-epoch teacher fine-tune, each step timed; then evaluate and scan of every encoder
+   same with a 150-epoch teacher fine-tune, each step timed; then evaluate and scan of every encoder
    made. The encoders are made in stages of processes side by side on the GPU (the attacks together,
    then every defense of every attack together), which stop `chain_reserve_s` before the deadline so
    that what was made still gets evaluated.
@@ -73,7 +73,7 @@ class Sizes:
     poison_epochs: int = 2
     references: int = 50
     chain_attacks: tuple[str, ...] = ("badencoder", "drupe")
-    chain_defenses: tuple[str, ...] = ("ft", "distill", "distill-ft50")  # cifar_chain.DEFENSES
+    chain_defenses: tuple[str, ...] = ("ft", "distill", "distill-long-ft")  # cifar_chain.DEFENSES
     chain_reserve_s: float = 120.0  # kept for the last step: evaluate and scan every encoder made
     poisoning_arch: str = "resnet18-cifar-w16"
     poisoning_per_class: int = 500

@@ -34,8 +34,7 @@ TARGET_CLASS = 0
 CLEAN_FRACTION = 0.05
 REPORT_FILES = ("report.json", "summary.md", "acc.png", "asr.png")  # what evaluate.report.write_report writes
 RECIPE_OPTIONS: tuple[str, ...] = ()  # extra distill settings (tests shrink the run with them)
-# The recipe's teacher fine-tune is 150 epochs; the demo keeps ft's own 50 to stay within its 3 minutes.
-FINETUNE_OPTIONS: tuple[str, ...] = ("epochs=50",)  # extra settings of the teacher's purify method
+FINETUNE_OPTIONS: tuple[str, ...] = ()  # extra settings of the teacher's purify method
 RECIPE_KEYS = ("finetune", "finetune_settings", "student", "student_arch", "losses", "distill_settings")
 
 
@@ -105,9 +104,8 @@ def _run(out_dir: Path, device: torch.device, seed: int, output: Output, bf16: b
     folder = out_dir / "report"
     write_report(folder, payload, rows, "encoder-clean demo: BadEncoder before and after distillation", [
         f"Pre-trained on `{PRETRAIN_DATA}`, evaluated with a linear probe on `{DOWNSTREAM_DATA}`; "
-        f"trigger `{TRIGGER}`, target class {TARGET_CLASS}; cleaned with the recommended `distill` recipe "
-        f"({', '.join(recipe['losses'])}, student {recipe['student']}, teacher fine-tune "
-        f"{', '.join(FINETUNE_OPTIONS) or 'as the recipe says'}) on "
+        f"trigger `{TRIGGER}`, target class {TARGET_CLASS}; cleaned with `distill` defaults "
+        f"({', '.join(recipe['losses'])}, student {recipe['student']}) on "
         f"{cleaned.report['clean_images']} clean images."])
     output.console.print(_table(rows))
     output.console.print(f"checkpoints and report in [bold]{out_dir}[/] ({output.seconds:.0f} s)", soft_wrap=True)
