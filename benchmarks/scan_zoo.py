@@ -419,8 +419,10 @@ def publish_results(rows: list[dict], summary: dict, args: argparse.Namespace) -
 
     table = [{"method": method, "encoders": s["encoders"], "auroc": f"{s['auroc']:.3f}", "shipped": s["shipped"],
               "shipped_tpr": f"{s['shipped_rates'][0]:.1f}", "shipped_fpr": f"{s['shipped_rates'][1]:.1f}",
-              "calibrated": cell(s["calibrated"]), "calibrated_tpr": f"{s['calibrated_rates'][0]:.1f}",
-              "calibrated_fpr": f"{s['calibrated_rates'][1]:.1f}"} for method, s in summary.items()]
+              "calibrated": cell(s["calibrated"]),
+              # no calibration scans (a method run on the held-out part only): no calibrated rates either
+              "calibrated_tpr": cell(s["calibrated"]) if s["calibrated"] != s["calibrated"] else f"{s['calibrated_rates'][0]:.1f}",
+              "calibrated_fpr": cell(s["calibrated"]) if s["calibrated"] != s["calibrated"] else f"{s['calibrated_rates'][1]:.1f}"} for method, s in summary.items()]
     publish("scan-zoo", "scan on a zoo split before scanning (held-out part)", table,
             [("method", "method"), ("encoders", "held-out encoders"), ("auroc", "AUROC"),
              ("shipped", "shipped threshold"), ("shipped_tpr", "TPR %"),
