@@ -191,7 +191,7 @@ def chain(args: argparse.Namespace, sizes: Sizes, epochs: int, clock: Clock) -> 
     status: dict[str, object] = {}
     seconds: dict[str, float] = {}
     makers = Clock(max(0.0, clock.left() - sizes.chain_reserve_s))
-    for number, stage in enumerate(chain_stages(sizes)):
+    for stage in chain_stages(sizes):
         processes, outputs = {}, {}
         for attacks, defenses in stage:
             name = "chain-" + ("-".join(attacks + defenses) or "pretrain")

@@ -392,11 +392,13 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
         value = auroc([r["score"] for r in test if r["backdoor"]], [r["score"] for r in test if not r["backdoor"]])
         seconds = [r["seconds"] for r in test]
         encoders = f"{len(test)} ({sum(r['backdoor'] for r in test)} backdoored)"
+        # a method scanned on the held-out part only has no calibrated threshold, so no rates at it either
+        at_calibrated = rates(test, calibrated) if calib else None
         summary[label] = {"auroc": value, "shipped": shipped, "calibrated": calibrated, "encoders": encoders,
-                          "shipped_rates": rates(test, shipped), "calibrated_rates": rates(test, calibrated)}
-        print(f"| {label} | {encoders} | {value:.3f} | {shipped:.4f} | {rates(test, shipped)[0]:.1f} | "
-              f"{rates(test, shipped)[1]:.1f} | {calibrated:.4f} | {rates(test, calibrated)[0]:.1f} | "
-              f"{rates(test, calibrated)[1]:.1f} | {sum(seconds) / max(1, len(seconds)):.1f} | "
+                          "shipped_rates": rates(test, shipped), "calibrated_rates": at_calibrated}
+        shown = summary[label]["shipped_rates"] + (at_calibrated or (float("nan"),) * 2)
+        print(f"| {label} | {encoders} | {value:.3f} | {shipped:.4f} | {shown[0]:.1f} | {shown[1]:.1f} | "
+              f"{calibrated:.4f} | {shown[2]:.1f} | {shown[3]:.1f} | {sum(seconds) / max(1, len(seconds)):.1f} | "
               f"{max(seconds, default=0):.1f} |")
     gap_rows = [{"score": r["collapse_gap"], "backdoor": r["backdoor"]} for r in counted_rows
                 if r["method"] == "encoder-clean" and r["split"] == CALIBRATION and r.get("collapse_gap") is not None]
@@ -420,9 +422,9 @@ def publish_results(rows: list[dict], summary: dict, args: argparse.Namespace) -
     table = [{"method": method, "encoders": s["encoders"], "auroc": f"{s['auroc']:.3f}", "shipped": s["shipped"],
               "shipped_tpr": f"{s['shipped_rates'][0]:.1f}", "shipped_fpr": f"{s['shipped_rates'][1]:.1f}",
               "calibrated": cell(s["calibrated"]),
-              # no calibration scans (a method run on the held-out part only): no calibrated rates either
-              "calibrated_tpr": cell(s["calibrated"]) if s["calibrated"] != s["calibrated"] else f"{s['calibrated_rates'][0]:.1f}",
-              "calibrated_fpr": cell(s["calibrated"]) if s["calibrated"] != s["calibrated"] else f"{s['calibrated_rates'][1]:.1f}"} for method, s in summary.items()]
+              **({"calibrated_tpr": f"{s['calibrated_rates'][0]:.1f}", "calibrated_fpr": f"{s['calibrated_rates'][1]:.1f}"}
+                 if s["calibrated_rates"] else {"calibrated_tpr": "-", "calibrated_fpr": "-"})}
+             for method, s in summary.items()]
     publish("scan-zoo", "scan on a zoo split before scanning (held-out part)", table,
             [("method", "method"), ("encoders", "held-out encoders"), ("auroc", "AUROC"),
              ("shipped", "shipped threshold"), ("shipped_tpr", "TPR %"),
