@@ -130,6 +130,11 @@ def zoo(cifar: str) -> list[Member]:
         # the 3-epoch ViTs above failed to take): 40 epochs of 4,000 images (the study's 16 of 10,000) at lr 1e-3
         clean("clean-shapes-vit-e40-s3", builtin("shapes"), "vit-p4-d4-w64", 3, 40, ("--lr", "1e-3")),
         clean("clean-glyphs-vit-e40-s4", builtin("glyphs"), "vit-p4-d4-w64", 4, 40, ("--lr", "1e-3")),
+        # Two more trained ViTs (session 14): both above hashed into the held-out part, so the calibration part
+        # had no trained ViT. These seeds, and their children's triggers and targets below, were picked by
+        # the hash of the names alone, before anything was built, so that they fall in the calibration part.
+        clean("clean-shapes-vit-e40-s9", builtin("shapes"), "vit-p4-d4-w64", 9, 40, ("--lr", "1e-3")),
+        clean("clean-glyphs-vit-e40-s8", builtin("glyphs"), "vit-p4-d4-w64", 8, 40, ("--lr", "1e-3")),
     ]
     by_name = {m.name: m for m in members}
 
@@ -167,7 +172,11 @@ def zoo(cifar: str) -> list[Member]:
     # BadEncoder and DRUPE on the trained ViTs as the ViT study planted them: 100 references of the ViT's own
     # family for 6 epochs (with the preset's 10 references the trigger took next to those 10 images only)
     for attack, trigger, target, parent in (("badencoder", "white-square", 0, "clean-shapes-vit-e40-s3"),
-                                            ("drupe", "checkerboard", 3, "clean-glyphs-vit-e40-s4")):
+                                            ("drupe", "checkerboard", 3, "clean-glyphs-vit-e40-s4"),
+                                            ("drupe", "white-square", 3, "clean-shapes-vit-e40-s9"),
+                                            ("badencoder", "noise-patch", 0, "clean-shapes-vit-e40-s9"),
+                                            ("badencoder", "checkerboard", 3, "clean-glyphs-vit-e40-s8"),
+                                            ("drupe", "checkerboard", 0, "clean-glyphs-vit-e40-s8")):
         base = by_name[parent]
         members.append(poisoned(f"{attack}-{trigger}-t{target}-e6-r100-{parent}", base, attack, trigger, target, 6,
                                 base.data, ("fast",), ("--num-references", "100")))

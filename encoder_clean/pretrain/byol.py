@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from encoder_clean.encoders.base import Encoder, ProjectionHead
 from encoder_clean.errors import UserError
@@ -26,6 +27,11 @@ from encoder_clean.runtime import autocast
 @dataclass(frozen=True)
 class ByolSettings:
     tau: float = 0.996  # the target's rate at the first step; it rises to 1 at the last
+    # The predictor's learning rate as a multiple of the run's (1 in the paper). A predictor that adapts
+    # faster than the encoder is what keeps non-contrastive training from collapsing in the analysis of
+    # Tian, Chen & Ganguli (ICML 2021, "Understanding self-supervised learning dynamics without
+    # contrastive pairs"); SimSiam (Chen & He, CVPR 2021) likewise trains its predictor without decay.
+    predictor_lr: float = 1.0
 
 
 def projection_std(z: torch.Tensor) -> torch.Tensor:
@@ -41,6 +47,7 @@ class BYOL(Objective):
     def __init__(self, encoder: Encoder, settings: ByolSettings, schedule: Schedule):
         super().__init__()
         self.tau_base = settings.tau
+        self.predictor_lr = settings.predictor_lr
         self.total_steps = schedule.total_steps
         self.target = momentum_copy(encoder)
         first, last = encoder.head.layers[0], encoder.head.layers[-1]
@@ -68,6 +75,9 @@ class BYOL(Objective):
     def metrics(self) -> dict[str, torch.Tensor]:
         return {"projection_std": self._projection_std} if self._projection_std is not None else {}
 
+    def lr_scales(self) -> dict[nn.Module, float]:
+        return {} if self.predictor_lr == 1 else {self.predictor: self.predictor_lr}
+
     def update(self, encoder: Encoder) -> None:
         momentum_update(self.target, encoder, self.tau(self.steps))
         self.steps += 1
@@ -76,6 +86,8 @@ class BYOL(Objective):
 def build_byol(encoder: Encoder, settings: ByolSettings, schedule: Schedule) -> BYOL:
     if not 0 <= settings.tau <= 1:
         raise UserError(f"tau must be in [0, 1], got {settings.tau}")
+    if not settings.predictor_lr > 0:
+        raise UserError(f"predictor_lr must be positive, got {settings.predictor_lr}")
     return BYOL(encoder, settings, schedule)
 
 

@@ -11,7 +11,7 @@ import torch
 
 from encoder_clean.data.augment import AugmentConfig, augmentation, simclr_augment
 from encoder_clean.encoders.base import Encoder
-from encoder_clean.pretrain.registry import Schedule, get_method
+from encoder_clean.pretrain.registry import Objective, Schedule, get_method
 from encoder_clean.runtime import NULL_PROGRESS, Progress, device_generator, fused, take
 from encoder_clean.training import EpochBatcher, run_steps
 from encoder_clean.training.loop import warmup_cosine
@@ -40,6 +40,17 @@ def two_views(images: torch.Tensor, size: int, g: torch.Generator, augment: Augm
     return views.contiguous(memory_format=torch.channels_last)
 
 
+def parameter_groups(encoder: Encoder, objective: Objective, lr: float) -> list[dict]:
+    """The optimiser's groups: the encoder with its head and the objective's trained parameters at `lr`,
+    except the parts the objective scales (`Objective.lr_scales`), each in a group of its own."""
+    scales = objective.lr_scales()
+    apart = {id(p) for module in scales for p in module.parameters()}
+    trained = [*encoder.parameters(), *(p for p in objective.parameters() if p.requires_grad)]
+    return [{"params": [p for p in trained if id(p) not in apart], "lr": lr},
+            *({"params": [p for p in module.parameters() if p.requires_grad], "lr": lr * scale}
+              for module, scale in scales.items())]
+
+
 def pretrain_encoder(encoder: Encoder, images: torch.Tensor, config: PretrainLoopConfig, *, seed: int,
                      device: torch.device, progress: Progress = NULL_PROGRESS, description: str | None = None,
                      after_step: Callable[[], None] | None = None) -> dict[str, object]:
@@ -53,8 +64,8 @@ def pretrain_encoder(encoder: Encoder, images: torch.Tensor, config: PretrainLoo
     batcher = EpochBatcher(len(images), config.batch_size, g, images.device)
     total = max(1, config.epochs * batcher.steps_per_epoch)
     objective = method.build(encoder, settings, Schedule(total, batcher.batch_size, len(images), g)).to(device)
-    trained = [*encoder.parameters(), *(p for p in objective.parameters() if p.requires_grad)]
-    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay, **fused(device))
+    optimizer = torch.optim.AdamW(parameter_groups(encoder, objective, config.lr), lr=config.lr,
+                                  weight_decay=config.weight_decay, **fused(device))
     scheduler = warmup_cosine(optimizer, total, min(config.warmup_steps, total // 10))
     batches = iter(batcher)
 

@@ -51,6 +51,11 @@ class Objective(nn.Module):
         """Diagnostics of the last `loss` (detached scalars), logged beside the loss; none by default."""
         return {}
 
+    def lr_scales(self) -> dict[nn.Module, float]:
+        """Parts of this objective trained at a multiple of the run's learning rate (the multiple follows
+        the same warm-up and decay); none by default."""
+        return {}
+
 
 @dataclass(frozen=True)
 class Method:

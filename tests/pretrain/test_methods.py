@@ -187,3 +187,42 @@ def test_byol_reports_the_collapse_diagnostic(tiny_data):
     simclr = pretrain_encoder(_encoder(), tiny_data.train.images[:16],
                               PretrainLoopConfig(epochs=1, batch_size=16, method="simclr"), seed=0, device=CPU)
     assert "final_projection_std" not in simclr
+
+
+def test_byol_predictor_lr_puts_the_predictor_in_its_own_group_at_that_multiple():
+    from encoder_clean.pretrain.core import parameter_groups
+
+    encoder = _encoder()
+    plain = _build("byol", encoder)
+    assert len(parameter_groups(encoder, plain, 0.01)) == 1  # the published setting: one group, as before
+    byol = _build("byol", encoder, "predictor_lr=10")
+    groups = parameter_groups(encoder, byol, 0.01)
+    assert [g["lr"] for g in groups] == [0.01, pytest.approx(0.1)]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in byol.predictor.parameters()}
+    assert not {id(p) for p in groups[0]["params"]} & {id(p) for p in groups[1]["params"]}
+    assert sum(len(g["params"]) for g in groups) == len(list(encoder.parameters())) + len(list(byol.predictor.parameters()))
+
+
+def test_byol_predictor_lr_moves_the_predictor_that_many_times_further_in_an_adamw_step():
+    from encoder_clean.pretrain.core import parameter_groups
+
+    def one_step(scale):
+        encoder = _encoder()
+        torch.manual_seed(1)
+        byol = _build("byol", encoder, f"predictor_lr={scale}")
+        before = [p.clone() for p in byol.predictor.parameters()]
+        encoder_before = [p.clone() for p in encoder.parameters()]
+        optimizer = torch.optim.AdamW(parameter_groups(encoder, byol, 1e-3), lr=1e-3, weight_decay=0)
+        byol.loss(encoder, _views(), CPU).backward()
+        optimizer.step()
+        moved = lambda now, then: sum(float((a.detach() - b).abs().sum()) for a, b in zip(now, then))
+        return moved(byol.predictor.parameters(), before), moved(encoder.parameters(), encoder_before)
+
+    (predictor_1, encoder_1), (predictor_10, encoder_10) = one_step(1), one_step(10)
+    assert predictor_10 == pytest.approx(10 * predictor_1, rel=1e-3)  # Adam's first step is lr times the sign
+    assert encoder_10 == pytest.approx(encoder_1, rel=1e-6)
+
+
+def test_byol_refuses_a_predictor_lr_that_is_not_positive():
+    with pytest.raises(UserError, match="predictor_lr"):
+        _build("byol", _encoder(), "predictor_lr=0")
