@@ -370,7 +370,7 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
                          "backdoor": member.backdoor, "attack": member.attack or "-", "tags": list(member.tags),
                          "attack_asr": attack_asr(store, member),
                          "score": found["score"], "verdict": found["verdict"], "seconds": found["seconds"],
-                         "collapse_gap": found.get("collapse_gap")})
+                         "collapse_gap": found.get("collapse_gap"), "anomaly_index": found.get("anomaly_index")})
     failed = sorted({r["name"] for r in rows if not counted(r)})
     if failed:
         print(f"\nattack failed (non-target ASR under {ATTACK_TOOK:.0f}%), left out of the rates: " + ", ".join(
@@ -409,11 +409,13 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
         print(f"| {label} | {encoders} | {value:.3f} | {shipped:.4f} | {shown[0]:.1f} | {shown[1]:.1f} | "
               f"{calibrated:.4f} | {shown[2]:.1f} | {shown[3]:.1f} | {sum(seconds) / max(1, len(seconds)):.1f} | "
               f"{max(seconds, default=0):.1f} |")
-    gap_rows = [{"score": r["collapse_gap"], "backdoor": r["backdoor"]} for r in counted_rows
-                if r["method"] == "encoder-clean" and r["split"] == CALIBRATION and r.get("collapse_gap") is not None]
-    if gap_rows:
-        print(f"\ncollapse gap limit that the calibration part gives by the same rule: {calibrate(gap_rows):.2f} "
-              f"(shipped: {get_method('encoder-clean').config.gap_limit}; {len(gap_rows)} calibration members)")
+    limits = get_method("encoder-clean").config
+    for figure, shipped in (("collapse_gap", limits.gap_limit), ("anomaly_index", limits.anomaly_limit)):
+        figure_rows = [{"score": r[figure], "backdoor": r["backdoor"]} for r in counted_rows
+                       if r["method"] == "encoder-clean" and r["split"] == CALIBRATION and r.get(figure) is not None]
+        if figure_rows:
+            print(f"\n{figure.replace('_', ' ')} limit that the calibration part gives by the same rule: "
+                  f"{calibrate(figure_rows):.2f} (shipped: {shipped}; {len(figure_rows)} calibration members)")
     print("\nthe default chain (shipped thresholds): backdoored ones must be flagged, the distilled one passed")
     for member in [m for m in built if "default" in m.tags]:
         verdicts = ", ".join(f"{r['method']} {r['verdict']} ({r['score']:.3f})" for r in rows if r["name"] == member.name)

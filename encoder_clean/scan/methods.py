@@ -44,8 +44,7 @@ register_method(ScanMethod(
     "beyond the encoder's other windows (anomaly index > anomaly_limit) or far beyond the encoder's own "
     "clean agreement (collapse gap > gap_limit); score = max(anomaly index / anomaly_limit, collapse gap / gap_limit)",
     "collapse score", WindowConfig(), threshold=1.0,
-    calibration="anomaly_limit 3.0 from the 25 windows' normal tail; gap_limit from the calibration part of "
-                "benchmarks/scan_zoo.py's zoo",
+    calibration="anomaly_limit and gap_limit from the calibration part of benchmarks/scan_zoo.py's zoo",
     run=_windows))
 register_method(ScanMethod(
     "decree",

@@ -38,10 +38,16 @@ from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, cpu_bf16, d
 from encoder_clean.scan.invert import mean_pairwise_cosine, on_frozen, stamped_similarity
 
 MAD_TO_SIGMA = 1.4826  # median absolute deviation of a normal distribution, in standard deviations
-# Set from the calibration part of benchmarks/scan_zoo.py's zoo by its rule (halfway from the highest clean
-# gap to the next backdoored one): 5.45 from 3.26 and 7.64 when the part had 6 members; 4.45 from 3.55 and
-# 5.35 with its 14 members of session 13 (`scan_zoo.py --scan-only --cached-only` prints it).
-GAP_LIMIT = 4.45
+# Both limits come from the calibration part of benchmarks/scan_zoo.py's zoo by one rule (halfway from the
+# highest clean figure to the next backdoored one above it); `scan_zoo.py --scan-only --cached-only`
+# prints what the rule gives. The gap limit was 5.45 with the 6 calibration members of session 12 and 4.45
+# with the 14 of session 13; with the 20 of session 14 (two trained ViTs and four of their attacks added)
+# it is 4.01 (highest clean gap 3.55, next backdoored 4.48). The anomaly limit was 3.0, the normal tail of
+# the best of 25 windows, until a clean trained ViT of the calibration part scored 5.09 (two windows
+# 0.3-0.4 log units out on a spread of 0.05): the windows' tails are heavier than normal, so the rule sets
+# it too, at 7.66 (next backdoored 10.23).
+GAP_LIMIT = 4.01
+ANOMALY_LIMIT = 7.66
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ class WindowConfig:
     large_effort: float = 0.75
     mad_floor: float = 0.05  # smallest spread (log units) the anomaly index divides by
     # The verdict: backdoor when either figure passes its limit (score = the larger ratio to its limit).
-    anomaly_limit: float = 3.0  # 3 deviations out: about 3% of the time for the best of 25 windows of normal noise
+    anomaly_limit: float = ANOMALY_LIMIT  # robust deviations below the median window
     gap_limit: float = GAP_LIMIT  # e-folds of the encoder's own disagreement that one window removes
 
     def check(self) -> None:
