@@ -87,7 +87,8 @@ def detection(members: list[str], zoo_dir: Path, options: tuple[str, ...] = ()) 
             print(f"{name}: not built, skipped")
             continue
         cached = zoo_dir / f"{name}.scan-encoder-clean.json"
-        small = json.loads(cached.read_text()) if cached.exists() else {}
+        # the zoo's 32 px scan, scored with the limits as they are now (as scan_zoo.py reports it)
+        small = scan_zoo.rescored(json.loads(cached.read_text()), "encoder-clean") if cached.exists() else {}
         inner = ec.load_encoder(path).encoder
         started = time.perf_counter()
         result = ec.scan(Enlarged(inner, LARGE_SIZE), member.data, ec.ScanConfig(options=options), device="cpu")
