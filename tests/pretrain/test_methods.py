@@ -210,8 +210,8 @@ def test_byol_predictor_lr_moves_the_predictor_that_many_times_further_in_an_ada
         encoder = _encoder()
         torch.manual_seed(1)
         byol = _build("byol", encoder, f"predictor_lr={scale}")
-        before = [p.clone() for p in byol.predictor.parameters()]
-        encoder_before = [p.clone() for p in encoder.parameters()]
+        before = [p.detach().clone() for p in byol.predictor.parameters()]
+        encoder_before = [p.detach().clone() for p in encoder.parameters()]
         optimizer = torch.optim.AdamW(parameter_groups(encoder, byol, 1e-3), lr=1e-3, weight_decay=0)
         byol.loss(encoder, _views(), CPU).backward()
         optimizer.step()
