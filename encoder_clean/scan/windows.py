@@ -44,8 +44,8 @@ MAD_TO_SIGMA = 1.4826  # median absolute deviation of a normal distribution, in 
 # with the 14 of session 13; with the 20 of session 14 (two trained ViTs and four of their attacks added)
 # it is 4.01 (highest clean gap 3.55, next backdoored 4.48). The anomaly limit was 3.0, the normal tail of
 # the best of 25 windows, until a clean trained ViT of the calibration part scored 5.09 (two windows
-# 0.3-0.4 log units out on a spread of 0.05): the windows' tails are heavier than normal, so the rule sets
-# it too, at 7.66 (next backdoored 10.23).
+# 0.38 and 0.28 log units out on a spread of 0.05): the windows' tails are heavier than normal, so the
+# rule sets it too, at 7.66 (next backdoored 10.23).
 GAP_LIMIT = 4.01
 ANOMALY_LIMIT = 7.66
 
