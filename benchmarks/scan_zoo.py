@@ -306,7 +306,8 @@ def rescored(row: dict, method: str) -> dict:
         gap = math.log(1 - row["clean_similarity"]) - math.log(max(1 - row["similarity"], 1e-6))
     score = round(window_score(row["anomaly_index"], gap, config), 4)
     threshold = get_method(method).threshold
-    return {**row, "collapse_gap": round(gap, 4), "gap_limit": config.gap_limit, "score": score,
+    return {**row, "collapse_gap": round(gap, 4), "anomaly_limit": config.anomaly_limit,
+            "gap_limit": config.gap_limit, "score": score,
             "threshold": threshold, "verdict": "backdoor" if score > threshold else "clean",
             "rescored": score != row.get("score")}
 

@@ -42,3 +42,12 @@ def test_methods_that_scanned_different_members_are_also_compared_on_the_common_
     assert scopes[:2] == [("fast", "fast", {"a", "b"}), ("slow", "slow", {"a"})]
     assert [(m, names) for m, _, names in scopes[2:]] == [("fast", {"a"}), ("slow", {"a"})]
     assert scan_zoo.comparison_scopes(rows[:3], ["fast"]) == [("fast", "fast", {"a", "b"})]
+
+
+def test_a_cached_scan_is_rescored_with_both_current_limits_beside_its_score(scan_zoo):
+    config = scan_zoo.get_method("encoder-clean").config
+    cached = {"anomaly_index": 1.0, "anomaly_limit": 3.0, "collapse_gap": 2 * config.gap_limit, "gap_limit": 99.0,
+              "score": 0.3, "verdict": "clean"}
+    row = scan_zoo.rescored(cached, "encoder-clean")
+    assert (row["anomaly_limit"], row["gap_limit"]) == (config.anomaly_limit, config.gap_limit)
+    assert row["score"] == pytest.approx(2.0) and row["verdict"] == "backdoor" and row["rescored"]
