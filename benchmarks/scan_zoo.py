@@ -50,6 +50,8 @@ from results import add_publish_arguments, publish
 SMALL = "resnet18-cifar-w16"
 OTHER = {"shapes": "glyphs", "glyphs": "shapes"}
 NPZ_TRIGGER = "sample_triggers/trigger_pt_white_21_10_ap_replace.npz"
+LOGO, PLUS = "sample_triggers/colour_logo_7x7.png", "sample_triggers/plus_9x9.png"
+FRESH = ("fresh",)  # the tag of the members made in session 15 as a fresh held-out part
 TRAIN_IMAGES = 4000  # zoo members (not the default chain) pre-train and poison on this many images
 SHADOW_IMAGES = 1000
 CALIBRATION, HELD_OUT = "calibration", "held-out"
@@ -90,9 +92,18 @@ def cifar_spec(root: Path) -> str:
     return f"folder:{root}"
 
 
-def clean(name: str, data: str, arch: str, seed: int, epochs: int = 3, extra: tuple[str, ...] = ()) -> Member:
+def clean(name: str, data: str, arch: str, seed: int, epochs: int = 3, extra: tuple[str, ...] = (),
+          tags: tuple[str, ...] = ()) -> Member:
     return Member(name, False, ("pretrain", "--data", data, "--arch", arch, "--epochs", str(epochs), "--seed",
-                                str(seed), *extra), data)
+                                str(seed), *extra), data, tags=tags)
+
+
+def short_name(trigger: str) -> str:
+    """A trigger spec as it appears in member names: `checkerboard:6@0,0` -> `checkerboard6-at-0-0`, a file
+    by its stem and place (`dir/logo.png@4,20` -> `logo-at-4-20`)."""
+    body, _, place = trigger.partition("@")
+    body = body.split("/")[-1].split(".")[0].replace(":", "")
+    return body + (f"-at-{place.replace(',', '-')}" if place else "")
 
 
 def poisoned(name: str, parent: Member, attack: str, trigger: str, target: int, epochs: int,
@@ -135,16 +146,27 @@ def zoo(cifar: str) -> list[Member]:
         # the hash of the names alone, before anything was built, so that they fall in the calibration part.
         clean("clean-shapes-vit-e40-s9", builtin("shapes"), "vit-p4-d4-w64", 9, 40, ("--lr", "1e-3")),
         clean("clean-glyphs-vit-e40-s8", builtin("glyphs"), "vit-p4-d4-w64", 8, 40, ("--lr", "1e-3")),
+        # Session 15: a fresh held-out part (FRESH), made after the old held-out part had been looked at, so
+        # that the shipped scan meets encoders nothing was chosen on. Names picked by hash alone, before
+        # anything was built, to fall in the held-out part; three more full-width ResNet-18s (the old part's
+        # one false positive is one), and two hand-drawn triggers no built-in resembles.
+        clean("clean-shapes-r18-s2", "builtin:shapes?train=1000", "resnet18-cifar", 2, epochs=2, tags=FRESH),
+        clean("clean-glyphs-r18-s2", "builtin:glyphs?train=1000", "resnet18-cifar", 2, epochs=2, tags=FRESH),
+        clean("clean-glyphs-r18-s3", "builtin:glyphs?train=1000", "resnet18-cifar", 3, epochs=2, tags=FRESH),
+        clean("clean-cifar-w16-s5", cifar, SMALL, 5, tags=FRESH),
+        clean("clean-shapes-w16-s6-e2", builtin("shapes"), SMALL, 6, epochs=2, tags=FRESH),
+        clean("clean-glyphs-w8-s7-e6", builtin("glyphs"), "resnet10-cifar-w8", 7, epochs=6, tags=FRESH),
     ]
     by_name = {m.name: m for m in members}
 
-    def bd(attack: str, trigger: str, target: int, parent: str, epochs: int = 8, tag: str = "fast") -> Member:
+    def bd(attack: str, trigger: str, target: int, parent: str, epochs: int = 8, tag: str = "fast",
+           fresh: bool = False) -> Member:
         base = by_name[parent]
-        short = trigger.split("/")[-1].split(".")[0].replace(":", "").replace("@", "-at-").replace(",", "-")
+        short = short_name(trigger)
         family = base.data.split(":")[1].split("?")[0] if base.data.startswith("builtin") else "cifar"
         reference = f"builtin:{OTHER[family]}" if family in OTHER else base.data
         return poisoned(f"{attack}-{short}-t{target}-e{epochs}-{parent}", base, attack, trigger, target, epochs,
-                        reference, (tag,))
+                        reference, (tag, *(FRESH if fresh else ())))
 
     # 8 epochs of 4,000 images are about the `fast` preset's step count on the default 10,000 (3 epochs);
     # 16 epochs is the stronger setting.
@@ -168,6 +190,19 @@ def zoo(cifar: str) -> list[Member]:
         bd("drupe", NPZ_TRIGGER, 7, "clean-cifar-w16-s1-e6", 16, "strong"),
         bd("drupe", "white-square", 0, "clean-shapes-vit-s1"),
         bd("badencoder", "checkerboard", 7, "clean-shapes-vit-s2"),
+    ]
+    # The fresh held-out part's attacks (session 15): new places, sizes, target classes 1, 5 and 9, and
+    # the drawn triggers; the full-width ResNet-18s, trained on 1,000 images, get the stronger 16 epochs.
+    members += [
+        bd("badencoder", f"{LOGO}@4,20", 1, "clean-cifar-w16-s5", fresh=True),
+        bd("drupe", f"{LOGO}@20,4", 5, "clean-shapes-w16-s0", fresh=True),
+        bd("badencoder", f"{PLUS}@12,2", 9, "clean-glyphs-w8-s7-e6", fresh=True),
+        bd("drupe", f"{PLUS}@2,12", 5, "clean-glyphs-w16-s1", fresh=True),
+        bd("drupe", "noise-patch:6@20,8", 5, "clean-shapes-w16-s6-e2", fresh=True),
+        bd("badencoder", "checkerboard:8@22,22", 1, "clean-shapes-r18-s2", 16, "strong", fresh=True),
+        bd("drupe", "white-square:7@8,8", 1, "clean-glyphs-r18-s2", 16, "strong", fresh=True),
+        bd("badencoder", "noise-patch:5@14,3", 5, "clean-cifar-w32-s2", fresh=True),
+        bd("drupe", f"{LOGO}@4,20", 9, "clean-cifar-w8-s0", fresh=True),
     ]
     # BadEncoder and DRUPE on the trained ViTs as the ViT study planted them: 100 references of the ViT's own
     # family for 6 epochs (with the preset's 10 references the trigger took next to those 10 images only)

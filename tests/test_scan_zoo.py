@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.benchmarks import load_benchmark
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +36,23 @@ def test_the_split_is_fixed_by_the_name_alone_and_keeps_a_third_for_calibration(
     splits = [scan_zoo.split_of(name) for name in names]
     assert splits == [scan_zoo.split_of(name) for name in names]
     assert 0.2 < splits.count(scan_zoo.CALIBRATION) / len(names) < 0.45
+
+
+def test_member_names_spell_the_trigger_with_its_place_and_keep_the_older_names(scan_zoo):
+    assert scan_zoo.short_name("checkerboard:6@0,0") == "checkerboard6-at-0-0"
+    assert scan_zoo.short_name("white-square") == "white-square"
+    assert scan_zoo.short_name("sample_triggers/plus_9x9.png@2,12") == "plus_9x9-at-2-12"
+    assert scan_zoo.short_name(scan_zoo.NPZ_TRIGGER) == "trigger_pt_white_21_10_ap_replace"
+
+
+def test_the_fresh_members_all_fall_in_the_held_out_part_and_their_triggers_exist(scan_zoo):
+    fresh = [m for m in scan_zoo.zoo("folder:/nowhere") if "fresh" in m.tags]
+    assert len(fresh) >= 15
+    assert {scan_zoo.split_of(m.name) for m in fresh} == {scan_zoo.HELD_OUT}
+    for member in fresh:
+        if member.backdoor:
+            trigger = member.command[member.command.index("--trigger") + 1].partition("@")[0]
+            assert "/" not in trigger or (ROOT / trigger).exists()
 
 
 def test_methods_that_scanned_different_members_are_also_compared_on_the_common_ones(scan_zoo):
