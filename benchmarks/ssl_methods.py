@@ -7,7 +7,8 @@ the pre-training data and, for built-in data, the other family) with a linear pr
 trigger and target 0. With --publish the table goes to benchmarks/RESULTS.md (section `ssl-methods`).
 
     python benchmarks/ssl_methods.py [--methods simclr mocov2 byol] [--epochs 3] [--data builtin:shapes]
-        [--eval-data SPEC ...] [--arch resnet18-cifar-w16] [--out-dir benchmarks/cache] [--publish [--load TEXT]]
+        [--batch-size byol=32] [--option byol:tau=0 ...] [--eval-data SPEC ...] [--arch resnet18-cifar-w16]
+        [--out-dir benchmarks/cache] [--section ssl-methods] [--publish [--load TEXT]]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 import encoder_clean as ec
+from method_settings import method_options, per_method, run_tag
 from results import add_publish_arguments, publish
 
 FAMILIES = ("builtin:shapes", "builtin:glyphs")
@@ -35,6 +37,11 @@ def main() -> None:
     parser.add_argument("--data", default="builtin:shapes")
     parser.add_argument("--eval-data", nargs="+", default=None)
     parser.add_argument("--arch", default="resnet18-cifar-w16")
+    parser.add_argument("--batch-size", nargs="+", default=[], metavar="[METHOD=]N",
+                        help="pre-training batch of every method or one (default: pretrain's)")
+    parser.add_argument("--option", action="append", default=[], metavar="METHOD:KEY=VALUE",
+                        help="a pre-training setting of one method (as `pretrain -o`)")
+    parser.add_argument("--section", default="ssl-methods", help="the RESULTS.md section --publish writes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache"))
     add_publish_arguments(parser)
@@ -43,7 +50,14 @@ def main() -> None:
     torch.set_num_threads(1)  # the figures are one-thread figures, whatever the machine
     evaluated_on = args.eval_data or ([args.data, *(f for f in FAMILIES if f != args.data)]
                                       if args.data in FAMILIES else [args.data])
+    batch = {m: int(v) if v else None for m, v in per_method(args.batch_size, args.methods, "").items()}
+    options = method_options(args.option, args.methods, parser)
     stem = f"{args.arch}_{slug(args.data)}_s{args.seed}"
+
+    def settings(method: str) -> str:
+        given = ([f"batch {batch[method]}"] if batch[method] else []) + options[method]
+        return f" ({', '.join(given)})" if given else ""
+
     run = {"device": "cpu", "seed": args.seed}
 
     random = args.out_dir / f"random_{stem}.safetensors"
@@ -51,18 +65,20 @@ def main() -> None:
     encoders = {"random init": random}
     runs = {}
     for method in args.methods:
-        out = args.out_dir / f"{method}_{stem}_e{args.epochs}.safetensors"
+        out = args.out_dir / f"{run_tag(method, args.epochs, batch[method], options[method])}_{stem}.safetensors"
         started = time.perf_counter()
-        result = ec.pretrain(args.data, ec.PretrainConfig(arch=args.arch, method=method, epochs=args.epochs), **run)
+        config = ec.PretrainConfig(arch=args.arch, method=method, epochs=args.epochs, options=tuple(options[method]),
+                                   **({"batch_size": batch[method]} if batch[method] else {}))
+        result = ec.pretrain(args.data, config, **run)
         result.save(out)
         runs[method] = (result, time.perf_counter() - started)
-        encoders[method] = out
+        encoders[method + settings(method)] = out
 
     setup = (f"{args.arch} pre-trained on {args.data} for {args.epochs} epochs, one CPU thread; "
              "linear probe, white-square trigger, target 0")
     print(f"\n{setup}")
-    training = [f"{method}: {result.report['steps']} steps, {wall:.1f} s wall with the save ({result.seconds:.1f} s "
-                f"in ec.pretrain), final loss {result.report['final_loss']:.4f}"
+    training = [f"{method}{settings(method)}: {result.report['steps']} steps, {wall:.1f} s wall with the save "
+                f"({result.seconds:.1f} s in ec.pretrain), final loss {result.report['final_loss']:.4f}"
                 for method, (result, wall) in runs.items()]
     for line in training:
         print(f"  {line}")
@@ -81,7 +97,7 @@ def main() -> None:
             table.append({"evaluated_on": data, "encoder": name, "acc": row["acc"], "gain": gain, "asr": row["asr"],
                           "asr_nontarget": row["asr_nontarget"]})
     if args.publish:
-        publish("ssl-methods", f"Pre-training methods ({args.arch} on {args.data}, {args.epochs} epochs)", table,
+        publish(args.section, f"Pre-training methods ({args.arch} on {args.data}, {args.epochs} epochs)", table,
                 [("evaluated_on", "evaluated on"), ("encoder", "encoder"), ("acc", "ACC %"),
                  ("gain", "gain over random init"), ("asr", "ASR %"), ("asr_nontarget", "ASR non-target %")],
                 load=args.load, notes=f"{setup}. " + "; ".join(training) + ".")

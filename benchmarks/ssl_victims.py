@@ -8,7 +8,7 @@ trigger), then the default `distill` of each poisoned encoder (the defender's 5%
 is evaluated on glyphs (linear probe, white square, target 0) and scanned with its training data as the
 shadow set.
 
-    python benchmarks/ssl_victims.py [--methods simclr mocov2 byol] [--epochs 3 byol=9]
+    python benchmarks/ssl_victims.py [--methods simclr mocov2 byol] [--epochs 3 byol=9] [--batch-size byol=32]
         [--option byol:tau=0.99] [--out-dir benchmarks/cache/victims] [--json-out rows.json]
         [--publish [--load TEXT]]
 
@@ -28,22 +28,13 @@ from pathlib import Path
 import torch
 
 import encoder_clean as ec
+from method_settings import method_options, per_method, run_tag
 from results import add_publish_arguments, publish
 
 PRETRAIN_DATA = "builtin:shapes"
 DOWNSTREAM = "builtin:glyphs"
 ATTACKS = ("badencoder", "drupe")
 TRIGGER, TARGET = "white-square", 0
-
-
-def per_method(given: list[str], methods: list[str], default: str) -> dict[str, str]:
-    """`VALUE` (every method) or `METHOD=VALUE` items as one value per method."""
-    values = dict.fromkeys(methods, default)
-    for item in given:
-        method, _, value = item.rpartition("=")
-        for name in [method] if method else methods:
-            values[name] = value
-    return values
 
 
 class Cache:
@@ -68,6 +59,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["simclr", "mocov2", "byol"])
     parser.add_argument("--epochs", nargs="+", default=[], metavar="[METHOD=]N",
                         help="pre-training epochs of every victim (N) or one (METHOD=N); default 3")
+    parser.add_argument("--batch-size", nargs="+", default=[], metavar="[METHOD=]N",
+                        help="pre-training batch of every victim or one (default: pretrain's)")
     parser.add_argument("--option", action="append", default=[], metavar="METHOD:KEY=VALUE",
                         help="a pre-training setting of one method (as `pretrain -o`)")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache/victims"))
@@ -77,18 +70,15 @@ def main() -> None:
     torch.set_num_threads(1)  # one-thread figures, whatever the machine
     args.out_dir.mkdir(parents=True, exist_ok=True)
     epochs = {m: int(v) for m, v in per_method(args.epochs, args.methods, "3").items()}
-    options: dict[str, list[str]] = {m: [] for m in args.methods}
-    for item in args.option:
-        method, _, setting = item.partition(":")
-        if method not in options or "=" not in setting:
-            parser.error(f"--option {item}: expected METHOD:KEY=VALUE with METHOD in {', '.join(args.methods)}")
-        options[method].append(setting)
+    batch = {m: int(v) if v else None for m, v in per_method(args.batch_size, args.methods, "").items()}
+    options = method_options(args.option, args.methods, parser)
     cache, run = Cache(args.out_dir), {"device": "cpu"}
     rows = []
     for method in args.methods:
-        tag = f"{method}_e{epochs[method]}" + "".join(f"_{o.replace('=', '')}" for o in options[method])
+        tag = run_tag(method, epochs[method], batch[method], options[method])
         victim = cache(f"clean_{tag}", lambda: ec.pretrain(PRETRAIN_DATA, ec.PretrainConfig(
-            method=method, epochs=epochs[method], options=tuple(options[method])), **run))
+            method=method, epochs=epochs[method], options=tuple(options[method]),
+            **({"batch_size": batch[method]} if batch[method] else {})), **run))
         encoders = {"clean": victim}
         for attack in ATTACKS:
             config = ec.PoisonConfig(attack=attack, trigger=TRIGGER, target_class=TARGET, reference_data=DOWNSTREAM)
@@ -100,7 +90,8 @@ def main() -> None:
                              **run)
         for (name, path), result in zip(encoders.items(), report.as_dict()["encoders"]):
             scanned = ec.scan(path, PRETRAIN_DATA, **run)
-            rows.append({"victim": f"{method} ({epochs[method]} epochs{', ' + ' '.join(options[method]) if options[method] else ''})",
+            settings = ([f"batch {batch[method]}"] if batch[method] else []) + options[method]
+            rows.append({"victim": f"{method} ({epochs[method]} epochs{', ' + ' '.join(settings) if settings else ''})",
                          "method": method, "encoder": name, "acc": result["acc"], "asr": result["asr"],
                          "asr_nontarget": result["asr_nontarget"], "verdict": scanned.verdict,
                          "score": round(scanned.score, 3), "seconds": cache.seconds.get(path.stem, "cached")})

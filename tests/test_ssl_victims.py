@@ -3,6 +3,8 @@ targets, on made-up figures (the run itself takes CPU-hours)."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from tests.benchmarks import load_benchmark
@@ -16,6 +18,18 @@ def test_per_method_values(victims):
     methods = ["simclr", "mocov2", "byol"]
     assert victims.per_method([], methods, "3") == {"simclr": "3", "mocov2": "3", "byol": "3"}
     assert victims.per_method(["5", "byol=9"], methods, "3") == {"simclr": "5", "mocov2": "5", "byol": "9"}
+
+
+def test_method_options_and_run_tags(victims):
+    settings = load_benchmark("method_settings")
+    parser = argparse.ArgumentParser()
+    options = settings.method_options(["byol:tau=0", "byol:predictor_lr=10"], ["simclr", "byol"], parser)
+    assert options == {"simclr": [], "byol": ["tau=0", "predictor_lr=10"]}
+    with pytest.raises(SystemExit):
+        settings.method_options(["mocov2:tau=0"], ["simclr", "byol"], parser)
+    # the tags of the cached victims stay as they were when no batch size is given
+    assert settings.run_tag("byol", 12, None, ["tau=0.95", "predictor_lr=10"]) == "byol_e12_tau0.95_predictor_lr10"
+    assert settings.run_tag("byol", 3, 32, ["tau=0"]) == "byol_e3_b32_tau0"
 
 
 def row(encoder: str, acc: float, nontarget: float, verdict: str) -> dict:
