@@ -56,14 +56,23 @@ def test_the_fresh_members_all_fall_in_the_held_out_part_and_their_triggers_exis
 
 
 def test_methods_that_scanned_different_members_are_also_compared_on_the_common_ones(scan_zoo):
-    def row(name, method, split="held-out"):
-        return {"name": name, "method": method, "split": split}
+    def row(name, method, split="held-out", tags=()):
+        return {"name": name, "method": method, "split": split, "tags": list(tags)}
 
     rows = [row("a", "fast"), row("b", "fast"), row("c", "fast", "calibration"), row("a", "slow")]
     scopes = scan_zoo.comparison_scopes(rows, ["fast", "slow"])
     assert scopes[:2] == [("fast", "fast", {"a", "b"}), ("slow", "slow", {"a"})]
     assert [(m, names) for m, _, names in scopes[2:]] == [("fast", {"a"}), ("slow", {"a"})]
     assert scan_zoo.comparison_scopes(rows[:3], ["fast"]) == [("fast", "fast", {"a", "b"})]
+
+
+def test_the_fresh_part_is_also_summarised_alone_beside_the_older_part(scan_zoo):
+    rows = [{"name": "old", "method": "m", "split": "held-out", "tags": []},
+            {"name": "new", "method": "m", "split": "held-out", "tags": ["fast", "fresh"]},
+            {"name": "cal", "method": "m", "split": "calibration", "tags": []}]
+    scopes = scan_zoo.comparison_scopes(rows, ["m"])
+    assert [(label, names) for _, label, names in scopes] == [
+        ("m", {"old", "new"}), ("m, fresh part only", {"new"}), ("m, older part only", {"old"})]
 
 
 def test_a_cached_scan_is_rescored_with_both_current_limits_beside_its_score(scan_zoo):
