@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+import encoder_clean as ec
+
 
 def per_method(given: list[str], methods: list[str], default: str) -> dict[str, str]:
     """`VALUE` (every method) or `METHOD=VALUE` items as one value per method."""
@@ -16,6 +18,11 @@ def per_method(given: list[str], methods: list[str], default: str) -> dict[str, 
     return values
 
 
+def batch_sizes(given: list[str], methods: list[str]) -> dict[str, int | None]:
+    """`N` or `METHOD=N` items as each method's batch size; None keeps `pretrain`'s default."""
+    return {m: int(v) if v else None for m, v in per_method(given, methods, "").items()}
+
+
 def method_options(given: list[str], methods: list[str], parser: argparse.ArgumentParser) -> dict[str, list[str]]:
     """`METHOD:KEY=VALUE` items as each method's list of `KEY=VALUE` settings (as `pretrain -o` takes)."""
     options: dict[str, list[str]] = {m: [] for m in methods}
@@ -25,6 +32,18 @@ def method_options(given: list[str], methods: list[str], parser: argparse.Argume
             parser.error(f"--option {item}: expected METHOD:KEY=VALUE with METHOD in {', '.join(methods)}")
         options[method].append(setting)
     return options
+
+
+def settings_of(batch_size: int | None, options: list[str]) -> list[str]:
+    """What a run sets beyond the defaults, for a table: `["batch 32", "tau=0"]`."""
+    return ([f"batch {batch_size}"] if batch_size else []) + options
+
+
+def pretrain_config(method: str, epochs: int, batch_size: int | None, options: list[str],
+                    **fields: object) -> ec.PretrainConfig:
+    """The run's `PretrainConfig`, with `pretrain`'s default batch where `batch_size` is None."""
+    batch = {"batch_size": batch_size} if batch_size else {}
+    return ec.PretrainConfig(method=method, epochs=epochs, options=tuple(options), **batch, **fields)
 
 
 def run_tag(method: str, epochs: int, batch_size: int | None, options: list[str]) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import encoder_clean as ec
-from method_settings import method_options, per_method, run_tag
+from method_settings import batch_sizes, method_options, pretrain_config, run_tag, settings_of
 from results import add_publish_arguments, publish
 
 FAMILIES = ("builtin:shapes", "builtin:glyphs")
@@ -50,12 +50,12 @@ def main() -> None:
     torch.set_num_threads(1)  # the figures are one-thread figures, whatever the machine
     evaluated_on = args.eval_data or ([args.data, *(f for f in FAMILIES if f != args.data)]
                                       if args.data in FAMILIES else [args.data])
-    batch = {m: int(v) if v else None for m, v in per_method(args.batch_size, args.methods, "").items()}
+    batch = batch_sizes(args.batch_size, args.methods)
     options = method_options(args.option, args.methods, parser)
     stem = f"{args.arch}_{slug(args.data)}_s{args.seed}"
 
     def settings(method: str) -> str:
-        given = ([f"batch {batch[method]}"] if batch[method] else []) + options[method]
+        given = settings_of(batch[method], options[method])
         return f" ({', '.join(given)})" if given else ""
 
     run = {"device": "cpu", "seed": args.seed}
@@ -67,8 +67,7 @@ def main() -> None:
     for method in args.methods:
         out = args.out_dir / f"{run_tag(method, args.epochs, batch[method], options[method])}_{stem}.safetensors"
         started = time.perf_counter()
-        config = ec.PretrainConfig(arch=args.arch, method=method, epochs=args.epochs, options=tuple(options[method]),
-                                   **({"batch_size": batch[method]} if batch[method] else {}))
+        config = pretrain_config(method, args.epochs, batch[method], options[method], arch=args.arch)
         result = ec.pretrain(args.data, config, **run)
         result.save(out)
         runs[method] = (result, time.perf_counter() - started)

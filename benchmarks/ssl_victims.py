@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 import encoder_clean as ec
-from method_settings import method_options, per_method, run_tag
+from method_settings import batch_sizes, method_options, per_method, pretrain_config, run_tag, settings_of
 from results import add_publish_arguments, publish
 
 PRETRAIN_DATA = "builtin:shapes"
@@ -70,15 +70,14 @@ def main() -> None:
     torch.set_num_threads(1)  # one-thread figures, whatever the machine
     args.out_dir.mkdir(parents=True, exist_ok=True)
     epochs = {m: int(v) for m, v in per_method(args.epochs, args.methods, "3").items()}
-    batch = {m: int(v) if v else None for m, v in per_method(args.batch_size, args.methods, "").items()}
+    batch = batch_sizes(args.batch_size, args.methods)
     options = method_options(args.option, args.methods, parser)
     cache, run = Cache(args.out_dir), {"device": "cpu"}
     rows = []
     for method in args.methods:
         tag = run_tag(method, epochs[method], batch[method], options[method])
-        victim = cache(f"clean_{tag}", lambda: ec.pretrain(PRETRAIN_DATA, ec.PretrainConfig(
-            method=method, epochs=epochs[method], options=tuple(options[method]),
-            **({"batch_size": batch[method]} if batch[method] else {})), **run))
+        victim = cache(f"clean_{tag}", lambda: ec.pretrain(
+            PRETRAIN_DATA, pretrain_config(method, epochs[method], batch[method], options[method]), **run))
         encoders = {"clean": victim}
         for attack in ATTACKS:
             config = ec.PoisonConfig(attack=attack, trigger=TRIGGER, target_class=TARGET, reference_data=DOWNSTREAM)
@@ -90,7 +89,7 @@ def main() -> None:
                              **run)
         for (name, path), result in zip(encoders.items(), report.as_dict()["encoders"]):
             scanned = ec.scan(path, PRETRAIN_DATA, **run)
-            settings = ([f"batch {batch[method]}"] if batch[method] else []) + options[method]
+            settings = settings_of(batch[method], options[method])
             rows.append({"victim": f"{method} ({epochs[method]} epochs{', ' + ' '.join(settings) if settings else ''})",
                          "method": method, "encoder": name, "acc": result["acc"], "asr": result["asr"],
                          "asr_nontarget": result["asr_nontarget"], "verdict": scanned.verdict,

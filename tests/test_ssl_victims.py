@@ -32,6 +32,17 @@ def test_method_options_and_run_tags(victims):
     assert settings.run_tag("byol", 3, 32, ["tau=0"]) == "byol_e3_b32_tau0"
 
 
+def test_a_method_run_keeps_pretrains_default_batch_unless_given(victims):
+    settings = load_benchmark("method_settings")
+    assert settings.batch_sizes(["byol=32"], ["simclr", "byol"]) == {"simclr": None, "byol": 32}
+    default = settings.pretrain_config("simclr", 3, None, [])
+    assert default.batch_size == victims.ec.PretrainConfig().batch_size
+    given = settings.pretrain_config("byol", 3, 32, ["tau=0"], arch="resnet18-cifar-w16")
+    assert (given.method, given.epochs, given.batch_size, given.options, given.arch) == (
+        "byol", 3, 32, ("tau=0",), "resnet18-cifar-w16")
+    assert settings.settings_of(32, ["tau=0"]) == ["batch 32", "tau=0"] and settings.settings_of(None, []) == []
+
+
 def row(encoder: str, acc: float, nontarget: float, verdict: str) -> dict:
     return {"method": "m", "encoder": encoder, "acc": acc, "asr_nontarget": nontarget, "verdict": verdict}
 
