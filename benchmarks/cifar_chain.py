@@ -54,6 +54,8 @@ DEFENSES: dict[str, Defense] = {
     "ft": ec.PurifyConfig(method="ft"),  # the fine-tune-only baseline
     "paper": ec.DistillConfig(finetune="ft", student="warmup", losses=("at",)),  # the seed paper's setting
     "distill": ec.DistillConfig(),  # the recommended recipe (`distill` with no options)
+    # the recipe as it was before random-patch consistency joined it (session 16; docs/recipes.md)
+    "distill-unpatched": ec.DistillConfig(options=("patch_prob=0",), finetune_options=("patch_prob=0",)),
     # the recipe with a 150-epoch teacher fine-tune (RESULTS.md "longer-ft"; docs/recipes.md says why it is not the default)
     "distill-long-ft": ec.DistillConfig(finetune_options=("epochs=150",)),
 }

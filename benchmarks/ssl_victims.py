@@ -4,12 +4,13 @@ encoders, each cleaned by the default `distill`, all evaluated and scanned.
 Runs what `pretrain --method M`, `poison`, `distill`, `evaluate` and `scan` run, through the Python API
 in-process, on one CPU thread: for each method a clean victim pre-trained on built-in shapes (cached),
 poisoned by each attack with its `fast` preset (references of class 0 from built-in glyphs, white-square
-trigger), then the default `distill` of each poisoned encoder (the defender's 5% of shapes). Every encoder
+trigger), then the default `distill` of each poisoned encoder (the defender's 5% of shapes), once per
+`--distill-seeds` seed (the seed draws the defender's images and the training's randomness). Every encoder
 is evaluated on glyphs (linear probe, white square, target 0) and scanned with its training data as the
 shadow set.
 
     python benchmarks/ssl_victims.py [--methods simclr mocov2 byol] [--epochs 3 byol=9] [--batch-size byol=32]
-        [--option byol:tau=0.99] [--out-dir benchmarks/cache/victims] [--json-out rows.json]
+        [--option byol:tau=0.99] [--distill-seeds 0 1 2] [--out-dir benchmarks/cache/victims] [--json-out rows.json]
         [--publish [--load TEXT]]
 
 Targets (issue 22): on every victim the default distill keeps ASR non-target within 2 points of the clean
@@ -21,6 +22,7 @@ passes every clean one (the distilled ones too). With --publish the table goes t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -28,6 +30,7 @@ from pathlib import Path
 import torch
 
 import encoder_clean as ec
+from encoder_clean.distill.recipe import RECOMMENDED
 from method_settings import batch_sizes, method_options, per_method, pretrain_config, run_tag, settings_of
 from results import add_publish_arguments, publish
 
@@ -35,6 +38,15 @@ PRETRAIN_DATA = "builtin:shapes"
 DOWNSTREAM = "builtin:glyphs"
 ATTACKS = ("badencoder", "drupe")
 TRIGGER, TARGET = "white-square", 0
+
+
+def recipe_tag() -> str:
+    """A short fingerprint of the recommended convnet recipe: cached distills are redone when it changes."""
+    return hashlib.sha256(repr(RECOMMENDED).encode()).hexdigest()[:8]
+
+
+def distilled_name(attack: str, seed: int) -> str:
+    return f"{attack} + distill" + (f" (seed {seed})" if seed else "")
 
 
 class Cache:
@@ -63,6 +75,8 @@ def main() -> None:
                         help="pre-training batch of every victim or one (default: pretrain's)")
     parser.add_argument("--option", action="append", default=[], metavar="METHOD:KEY=VALUE",
                         help="a pre-training setting of one method (as `pretrain -o`)")
+    parser.add_argument("--distill-seeds", nargs="+", type=int, default=[0],
+                        help="distill each poisoned encoder once per seed (default: 0)")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache/victims"))
     parser.add_argument("--json-out", type=Path, default=None)
     add_publish_arguments(parser)
@@ -83,8 +97,10 @@ def main() -> None:
             config = ec.PoisonConfig(attack=attack, trigger=TRIGGER, target_class=TARGET, reference_data=DOWNSTREAM)
             poisoned = cache(f"{attack}_{tag}", lambda: ec.poison(victim, PRETRAIN_DATA, config, **run))
             encoders[attack] = poisoned
-            encoders[f"{attack} + distill"] = cache(f"{attack}_{tag}_distill",
-                                                    lambda: ec.distill(poisoned, PRETRAIN_DATA, ec.DistillConfig(), **run))
+            for seed in args.distill_seeds:
+                encoders[distilled_name(attack, seed)] = cache(
+                    f"{attack}_{tag}_distill_{recipe_tag()}_s{seed}",
+                    lambda: ec.distill(poisoned, PRETRAIN_DATA, ec.DistillConfig(), seed=seed, **run))
         report = ec.evaluate(list(encoders.values()), DOWNSTREAM, ec.EvalConfig(trigger=TRIGGER, target_class=TARGET),
                              **run)
         for (name, path), result in zip(encoders.items(), report.as_dict()["encoders"]):
@@ -108,7 +124,8 @@ def main() -> None:
                  ("targets", "targets"), ("seconds", "seconds to make")],
                 load=args.load,
                 notes=f"resnet18-cifar-w16 pre-trained on {PRETRAIN_DATA}; attacks' fast presets with references from "
-                      f"{DOWNSTREAM}; default distill on the defender's 5% of {PRETRAIN_DATA}; evaluated on "
+                      f"{DOWNSTREAM}; default distill (recipe {recipe_tag()}) on the defender's 5% of {PRETRAIN_DATA}, "
+                      f"seeds {', '.join(map(str, args.distill_seeds))}; evaluated on "
                       f"{DOWNSTREAM} (linear probe, {TRIGGER}, target {TARGET}); one CPU thread.")
 
 
@@ -120,7 +137,7 @@ def judge(rows: list[dict], method: str) -> None:
     for name, row in mine.items():
         poisoned = name in ATTACKS
         notes = [] if row["verdict"] == ("backdoor" if poisoned else "clean") else ["scan wrong"]
-        if name.endswith(" + distill"):
+        if " + distill" in name:
             source = mine[name.split(" + ")[0]]
             if row["asr_nontarget"] > clean["asr_nontarget"] + 2:
                 notes.append(f"ASR-nt {row['asr_nontarget'] - clean['asr_nontarget']:+.2f} over clean")

@@ -56,3 +56,15 @@ def test_rows_are_judged_against_the_clean_victim_and_their_poisoned_encoder(vic
     assert targets[:3] == ["met", "met", "met"]
     assert targets[3] == "scan wrong"
     assert targets[4] == "scan wrong; ASR-nt +2.50 over clean; ACC -2.50 under poisoned"
+
+
+def test_each_distill_seed_is_judged_and_cached_under_the_recipe(victims, monkeypatch):
+    names = [victims.distilled_name("drupe", seed) for seed in (0, 1)]
+    assert names == ["drupe + distill", "drupe + distill (seed 1)"]
+    rows = [row("clean", 60.0, 2.0, "clean"), row("drupe", 61.0, 97.0, "backdoor"),
+            row(names[0], 60.0, 3.0, "clean"), row(names[1], 60.0, 4.5, "clean")]
+    victims.judge(rows, "m")
+    assert [r["targets"] for r in rows[2:]] == ["met", "ASR-nt +2.50 over clean"]
+    before = victims.recipe_tag()
+    monkeypatch.setattr(victims, "RECOMMENDED", victims.RECOMMENDED.__class__("ft", "warmup", ("at",)))
+    assert victims.recipe_tag() != before  # a changed recipe is distilled again, not read from the cache

@@ -27,6 +27,7 @@ class FinetuneConfig:
     augment: str = "strong"
     method: str = DEFAULT_METHOD  # the pre-training method (`encoder-clean list methods`)
     temperature: float = 0.0  # 0: the method's own (SimCLR 0.5, MoCo v2 0.2; BYOL has none)
+    patch_prob: float = 0.0  # share of second views with a random patch, pulled toward their clean twins
 
 
 def pretrain_settings(config: FinetuneConfig) -> PretrainLoopConfig:
@@ -36,10 +37,13 @@ def pretrain_settings(config: FinetuneConfig) -> PretrainLoopConfig:
         raise UserError("the learning rate must be positive")
     if config.temperature < 0:
         raise UserError(f"temperature must be positive (or 0 for the method's own), got {config.temperature}")
+    if not 0 <= config.patch_prob <= 1:
+        raise UserError(f"patch_prob must be in [0, 1], got {config.patch_prob}")
     options = (f"temperature={config.temperature}",) if config.temperature else ()
     return PretrainLoopConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                               weight_decay=config.weight_decay, warmup_steps=10,
-                              augment=augmentation(config.augment), method=config.method, options=options)
+                              augment=augmentation(config.augment), method=config.method, options=options,
+                              patch_prob=config.patch_prob)
 
 
 def finetune(inputs: DefenseInputs, config: FinetuneConfig, *, description: str = "fine-tuning",

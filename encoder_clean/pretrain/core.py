@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from encoder_clean.data.augment import AugmentConfig, augmentation, simclr_augment
+from encoder_clean.data.augment import AugmentConfig, augmentation, random_patches, simclr_augment
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.pretrain.registry import Objective, Schedule, get_method
 from encoder_clean.runtime import NULL_PROGRESS, Progress, device_generator, fused, take
@@ -32,6 +32,10 @@ class PretrainLoopConfig:
     augment: AugmentConfig = field(default_factory=lambda: augmentation("strong"))
     method: str = DEFAULT_METHOD
     options: tuple[str, ...] = ()  # the method's settings as KEY=VALUE, over its published defaults
+    # Share of second views given a random patch (solid, noise, checkerboard or another image's window;
+    # `random_patches`): the objective then pulls a patched view toward its clean twin, which a cleaning
+    # fine-tune uses to unlearn "small patch -> fixed embedding" without knowing any trigger. 0 in pre-training.
+    patch_prob: float = 0.0
 
 
 def two_views(images: torch.Tensor, size: int, g: torch.Generator, augment: AugmentConfig) -> torch.Tensor:
@@ -71,6 +75,10 @@ def pretrain_encoder(encoder: Encoder, images: torch.Tensor, config: PretrainLoo
 
     def step(_: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         views = two_views(take(images, next(batches), device), encoder.image_size, g, config.augment)
+        if config.patch_prob > 0:
+            half = len(views) // 2
+            patched = random_patches(views[half:], g, config.patch_prob)
+            views = torch.cat([views[:half], patched]).contiguous(memory_format=torch.channels_last)
         loss = objective.loss(encoder, views, device)
         return loss, objective.metrics()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -57,7 +58,7 @@ def test_zero_tap_channels_refuses_a_stage_without_a_shortcut_convolution():
 
 
 @pytest.mark.parametrize("method, options", [
-    ("fp", ["prune_ratio=1.5"]), ("ft", ["epochs=0"]), ("ft", ["lr=-1"]), ("ft", ["nosuch=1"]),
+    ("fp", ["prune_ratio=1.5"]), ("ft", ["epochs=0"]), ("ft", ["lr=-1"]), ("ft", ["nosuch=1"]), ("ft", ["patch_prob=1.5"]),
 ])
 def test_bad_settings_raise_user_errors(method, options, tiny_encoder, tiny_data):
     with pytest.raises(UserError):
@@ -69,3 +70,27 @@ def test_defenses_get_only_the_clean_subset(tiny_data):
     assert fields == {"encoder", "clean_images", "clean_labels", "num_classes", "device", "seed", "progress"}
     sample = clean_subset(tiny_data, 0.05, seed=0)
     assert len(sample) == 10 and torch.equal(sample.split.images, tiny_data.train.images[sample.index])
+
+
+
+def test_patched_finetune_patches_only_the_second_views_and_is_deterministic(tiny_encoder, tiny_data, monkeypatch):
+    import encoder_clean.pretrain.core as core
+
+    seen = []
+    real = core.random_patches
+
+    def spy(views, g, prob, *args):
+        seen.append((len(views), prob))
+        return real(views, g, prob, *args)
+
+    monkeypatch.setattr(core, "random_patches", spy)
+    runs = {}
+    for name, options in (("patched", ["patch_prob=1.0"]), ("again", ["patch_prob=1.0"]), ("plain", [])):
+        encoder = copy.deepcopy(tiny_encoder)
+        seen.clear()
+        run_defense("ft", _inputs(encoder, tiny_data), ["epochs=1", "batch_size=32", *options])
+        assert seen == ([(32, 1.0), (32, 1.0)] if options else [])  # per step: the 32 second views of 64
+        runs[name] = encoder.state_dict()
+    changed = [k for k in runs["plain"] if k.endswith("weight")]
+    assert all(torch.equal(runs["patched"][k], runs["again"][k]) for k in changed)
+    assert any(not torch.equal(runs["patched"][k], runs["plain"][k]) for k in changed)

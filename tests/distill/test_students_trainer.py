@@ -85,15 +85,28 @@ def test_bad_distill_settings(options, losses, tiny_encoder, tiny_data):
                 DistillConfig(**options), seed=0, device=CPU)
 
 
-def test_recipes_run_end_to_end(tiny_encoder, tiny_data):
+def test_recipes_run_end_to_end(tiny_encoder, tiny_data, monkeypatch):
+    import encoder_clean.distill.trainer as trainer_module
+    import encoder_clean.pretrain.core as core
+
+    patched = []  # which stage pasted random patches: the teacher's fine-tune or the student's distillation
+    for module, stage in ((core, "teacher"), (trainer_module, "student")):
+        real = module.random_patches
+        monkeypatch.setattr(module, "random_patches",
+                            lambda views, g, prob, *rest, real=real, stage=stage: patched.append(stage) or real(
+                                views, g, prob, *rest))
     clean = clean_subset(tiny_data, 0.2, seed=0).split
     for recipe in (RECOMMENDED, PAPER):
+        patched.clear()
         result = clean_with_distillation(tiny_encoder, clean.images, clean.labels, tiny_data.num_classes,
                                          finetune=recipe.finetune, student=recipe.student, losses=recipe.losses,
                                          options=(*recipe.options, "epochs=1", "batch_size=16", "warmup_epochs=1"),
-                                         finetune_options=("epochs=1", "batch_size=16"), device=CPU, seed=0)
+                                         finetune_options=(*recipe.finetune_options, "epochs=1", "batch_size=16"),
+                                         device=CPU, seed=0)
         assert result.settings["student"] == recipe.student and result.student.arch == TINY_ARCH
         assert result.stats["distill"]["steps"] == 2
+        # the recommended recipe teaches both stages to ignore small patches; the paper's setting neither
+        assert set(patched) == ({"teacher", "student"} if recipe is RECOMMENDED else set())
 
 
 def test_random_patches_change_only_a_square_of_the_chosen_images():
