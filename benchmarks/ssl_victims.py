@@ -12,6 +12,7 @@ shadow set.
     python benchmarks/ssl_victims.py [--methods simclr mocov2 byol] [--epochs 3 byol=9] [--batch-size byol=32]
         [--option byol:tau=0.99] [--distill-seeds 0 1 2] [--out-dir benchmarks/cache/victims] [--json-out rows.json]
         [--publish [--load TEXT]]
+    python benchmarks/ssl_victims.py --from-json simclr.json mocov2.json byol.json --distill-seeds 0 1 2 --publish
 
 Targets (issue 22): on every victim the default distill keeps ASR non-target within 2 points of the clean
 victim's own and ACC at most 2 points below the poisoned encoder; scan flags every poisoned encoder and
@@ -79,8 +80,29 @@ def main() -> None:
                         help="distill each poisoned encoder once per seed (default: 0)")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/cache/victims"))
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--from-json", type=Path, nargs="+", default=[], metavar="ROWS.json",
+                        help="measure nothing: take the rows that earlier runs wrote with --json-out (e.g. one run "
+                             "per method side by side) and publish them together")
     add_publish_arguments(parser)
     args = parser.parse_args()
+    if args.from_json:
+        rows = [row for path in args.from_json for row in json.loads(path.read_text())]
+    else:
+        rows = measure(args, parser)
+    if args.publish:
+        publish("ssl-victims", "The defense on victims of each pre-training method (built-in data, CPU)", rows,
+                [("victim", "victim"), ("encoder", "encoder"), ("acc", "ACC %"), ("asr", "ASR %"),
+                 ("asr_nontarget", "ASR non-target %"), ("verdict", "scan"), ("score", "scan score"),
+                 ("targets", "targets"), ("seconds", "seconds to make")],
+                load=args.load,
+                notes=f"resnet18-cifar-w16 pre-trained on {PRETRAIN_DATA}; attacks' fast presets with references from "
+                      f"{DOWNSTREAM}; default distill (recipe {recipe_tag()}) on the defender's 5% of {PRETRAIN_DATA}, "
+                      f"seeds {', '.join(map(str, args.distill_seeds))}; evaluated on "
+                      f"{DOWNSTREAM} (linear probe, {TRIGGER}, target {TARGET}); one CPU thread.")
+
+
+def measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[dict]:
+    """Make what is not cached, then evaluate and scan every encoder of every method: the table's rows."""
     torch.set_num_threads(1)  # one-thread figures, whatever the machine
     args.out_dir.mkdir(parents=True, exist_ok=True)
     epochs = {m: int(v) for m, v in per_method(args.epochs, args.methods, "3").items()}
@@ -117,16 +139,7 @@ def main() -> None:
                   flush=True)
         if args.json_out:
             args.json_out.write_text(json.dumps(rows, indent=2))
-    if args.publish:
-        publish("ssl-victims", "The defense on victims of each pre-training method (built-in data, CPU)", rows,
-                [("victim", "victim"), ("encoder", "encoder"), ("acc", "ACC %"), ("asr", "ASR %"),
-                 ("asr_nontarget", "ASR non-target %"), ("verdict", "scan"), ("score", "scan score"),
-                 ("targets", "targets"), ("seconds", "seconds to make")],
-                load=args.load,
-                notes=f"resnet18-cifar-w16 pre-trained on {PRETRAIN_DATA}; attacks' fast presets with references from "
-                      f"{DOWNSTREAM}; default distill (recipe {recipe_tag()}) on the defender's 5% of {PRETRAIN_DATA}, "
-                      f"seeds {', '.join(map(str, args.distill_seeds))}; evaluated on "
-                      f"{DOWNSTREAM} (linear probe, {TRIGGER}, target {TARGET}); one CPU thread.")
+    return rows
 
 
 def judge(rows: list[dict], method: str) -> None:

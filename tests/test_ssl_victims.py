@@ -4,6 +4,8 @@ targets, on made-up figures (the run itself takes CPU-hours)."""
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 import pytest
 
@@ -68,3 +70,17 @@ def test_each_distill_seed_is_judged_and_cached_under_the_recipe(victims, monkey
     before = victims.recipe_tag()
     monkeypatch.setattr(victims, "RECOMMENDED", victims.RECOMMENDED.__class__("ft", "warmup", ("at",)))
     assert victims.recipe_tag() != before  # a changed recipe is distilled again, not read from the cache
+
+
+def test_rows_of_side_by_side_runs_are_published_together_without_measuring(victims, tmp_path, monkeypatch):
+    parts = []
+    for method in ("simclr", "byol"):
+        part = tmp_path / f"{method}.json"
+        part.write_text(json.dumps([dict(row("clean", 60.0, 2.0, "clean"), method=method, victim=method)]))
+        parts.append(str(part))
+    published = {}
+    monkeypatch.setattr(victims, "measure", lambda *a: pytest.fail("measured instead of reading the rows"))
+    monkeypatch.setattr(victims, "publish", lambda name, title, rows, *a, **k: published.update(name=name, rows=rows))
+    monkeypatch.setattr(sys, "argv", ["ssl_victims.py", "--from-json", *parts, "--publish"])
+    victims.main()
+    assert published["name"] == "ssl-victims" and [r["method"] for r in published["rows"]] == ["simclr", "byol"]
