@@ -79,8 +79,9 @@ def distill(
     """Distil a clean student from TEACHER on the defender's clean subset of --data.
 
     With no options this runs the recommended recipe for the teacher's family: convolutional encoders
-    and vision transformers each have their own (benchmarks/defense_study.py and benchmarks/vit_study.py
-    measure them against the alternatives). Student, teacher defense and losses combine freely; each
+    and vision transformers each have their own (docs/recipes.md says what each is and how it was
+    chosen; the convnet recipe pastes random patches on half of the fine-tune's and the student's views
+    so that neither keeps a response to a small patch). Student, teacher defense and losses combine freely; each
     --loss applies to the layer taps it names (default: all layer taps for map losses, the embedding
     for feature losses).
     """
