@@ -38,10 +38,14 @@ class PretrainLoopConfig:
     patch_prob: float = 0.0
 
 
-def two_views(images: torch.Tensor, size: int, g: torch.Generator, augment: AugmentConfig) -> torch.Tensor:
-    """Two augmented views of each uint8 image: the first views of the batch, then the second."""
-    views = torch.cat([simclr_augment(images, size, g, augment), simclr_augment(images, size, g, augment)])
-    return views.contiguous(memory_format=torch.channels_last)
+def two_views(images: torch.Tensor, size: int, g: torch.Generator, augment: AugmentConfig,
+              patch_prob: float = 0.0) -> torch.Tensor:
+    """Two augmented views of each uint8 image: the first views of the batch, then the second (a share
+    `patch_prob` of the second views with a random patch, `PretrainLoopConfig.patch_prob`)."""
+    first, second = simclr_augment(images, size, g, augment), simclr_augment(images, size, g, augment)
+    if patch_prob > 0:
+        second = random_patches(second, g, patch_prob)
+    return torch.cat([first, second]).contiguous(memory_format=torch.channels_last)
 
 
 def parameter_groups(encoder: Encoder, objective: Objective, lr: float) -> list[dict]:
@@ -74,11 +78,8 @@ def pretrain_encoder(encoder: Encoder, images: torch.Tensor, config: PretrainLoo
     batches = iter(batcher)
 
     def step(_: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        views = two_views(take(images, next(batches), device), encoder.image_size, g, config.augment)
-        if config.patch_prob > 0:
-            half = len(views) // 2
-            patched = random_patches(views[half:], g, config.patch_prob)
-            views = torch.cat([views[:half], patched]).contiguous(memory_format=torch.channels_last)
+        views = two_views(take(images, next(batches), device), encoder.image_size, g, config.augment,
+                          config.patch_prob)
         loss = objective.loss(encoder, views, device)
         return loss, objective.metrics()
 

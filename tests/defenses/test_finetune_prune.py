@@ -58,7 +58,8 @@ def test_zero_tap_channels_refuses_a_stage_without_a_shortcut_convolution():
 
 
 @pytest.mark.parametrize("method, options", [
-    ("fp", ["prune_ratio=1.5"]), ("ft", ["epochs=0"]), ("ft", ["lr=-1"]), ("ft", ["nosuch=1"]), ("ft", ["patch_prob=1.5"]),
+    ("fp", ["prune_ratio=1.5"]), ("ft", ["epochs=0"]), ("ft", ["lr=-1"]), ("ft", ["nosuch=1"]),
+    ("ft", ["patch_prob=1.5"]),
 ])
 def test_bad_settings_raise_user_errors(method, options, tiny_encoder, tiny_data):
     with pytest.raises(UserError):
@@ -70,7 +71,6 @@ def test_defenses_get_only_the_clean_subset(tiny_data):
     assert fields == {"encoder", "clean_images", "clean_labels", "num_classes", "device", "seed", "progress"}
     sample = clean_subset(tiny_data, 0.05, seed=0)
     assert len(sample) == 10 and torch.equal(sample.split.images, tiny_data.train.images[sample.index])
-
 
 
 def test_patched_finetune_patches_only_the_second_views_and_is_deterministic(tiny_encoder, tiny_data, monkeypatch):
