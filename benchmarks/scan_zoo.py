@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from encoder_clean.data.sampling import balanced_sample
@@ -156,6 +156,11 @@ def zoo(cifar: str) -> list[Member]:
         clean("clean-cifar-w16-s5", cifar, SMALL, 5, tags=(FRESH,)),
         clean("clean-shapes-w16-s6-e2", builtin("shapes"), SMALL, 6, epochs=2, tags=(FRESH,)),
         clean("clean-glyphs-w8-s7-e6", builtin("glyphs"), "resnet10-cifar-w8", 7, epochs=6, tags=(FRESH,)),
+        # Session 17: the calibration part had no barely trained full-width ResNet-18, the kind every false
+        # positive of the held-out part is, so the identity limit could not be set against one. Two more,
+        # trained like them; seeds picked by the hash of the names alone, so that both fall in the calibration part.
+        clean("clean-shapes-r18-s4", "builtin:shapes?train=1000", "resnet18-cifar", 4, epochs=2),
+        clean("clean-glyphs-r18-s10", "builtin:glyphs?train=1000", "resnet18-cifar", 10, epochs=2),
     ]
     by_name = {m.name: m for m in members}
 
@@ -332,17 +337,18 @@ def scan_member(store: Zoo, member: Member, method: str, shadows: dict, args: ar
 def rescored(row: dict, method: str) -> dict:
     """A cached window scan scored with the method's limits as they are now (the search is unchanged by a
     new limit, only the verdict's arithmetic). Scans cached before the method had its collapse gap get it
-    from the figures they stored (similarities rounded to 5 decimals, the clean similarity to 4)."""
+    from the figures they stored (similarities rounded to 5 decimals, the clean similarity to 4); scans
+    cached before it measured the identity kept are scored by their collapse figures alone."""
     if method != "encoder-clean":
         return row
     config = get_method(method).config
     gap = row.get("collapse_gap")
     if gap is None:
         gap = math.log(1 - row["clean_similarity"]) - math.log(max(1 - row["similarity"], 1e-6))
-    score = round(window_score(row["anomaly_index"], gap, config), 4)
+    score = round(window_score(row["anomaly_index"], gap, row.get("identity_kept", 0.0), config), 4)
     threshold = get_method(method).threshold
     return {**row, "collapse_gap": round(gap, 4), "anomaly_limit": config.anomaly_limit,
-            "gap_limit": config.gap_limit, "score": score,
+            "gap_limit": config.gap_limit, "identity_limit": config.identity_limit, "score": score,
             "threshold": threshold, "verdict": "backdoor" if score > threshold else "clean",
             "rescored": score != row.get("score")}
 
@@ -365,6 +371,18 @@ def calibrate(rows: list[dict], max_fpr: float = 0.05) -> float:
     edge = clean[len(clean) - 1 - allowed]
     backdoor_above = sorted(r["score"] for r in rows if r["backdoor"] and r["score"] > edge)
     return round((edge + backdoor_above[0]) / 2 if backdoor_above else edge, 4)
+
+
+def identity_limit_from(rows: list[dict], config) -> float:
+    """Halfway between the most identity any backdoored calibration member keeps and the least that a clean
+    one keeps among those the collapse figures alone would flag (the encoders the limit is for); with no
+    such clean member, the least that any clean member above the backdoors keeps."""
+    most_kept = max((r["identity_kept"] for r in rows if r["backdoor"]), default=0.0)
+    flagged = [r["identity_kept"] for r in rows if not r["backdoor"]
+               and max(r["anomaly_index"] / config.anomaly_limit, r["collapse_gap"] / config.gap_limit) > 1]
+    above = [r["identity_kept"] for r in rows if not r["backdoor"] and r["identity_kept"] > most_kept]
+    edge = min(flagged or above, default=1.0)
+    return round((most_kept + edge) / 2, 2)
 
 
 def rates(rows: list[dict], threshold: float) -> tuple[float, float]:
@@ -413,7 +431,8 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
                          "backdoor": member.backdoor, "attack": member.attack or "-", "tags": list(member.tags),
                          "attack_asr": attack_asr(store, member),
                          "score": found["score"], "verdict": found["verdict"], "seconds": found["seconds"],
-                         "collapse_gap": found.get("collapse_gap"), "anomaly_index": found.get("anomaly_index")})
+                         "collapse_gap": found.get("collapse_gap"), "anomaly_index": found.get("anomaly_index"),
+                         "identity_kept": found.get("identity_kept")})
     failed = sorted({r["name"] for r in rows if not counted(r)})
     if failed:
         print(f"\nattack failed (non-target ASR under {ATTACK_TOOK:.0f}%), left out of the rates: " + ", ".join(
@@ -459,14 +478,45 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
         if figure_rows:
             print(f"\n{figure.replace('_', ' ')} limit that the calibration part gives by the same rule: "
                   f"{calibrate(figure_rows):.2f} (shipped: {shipped}; {len(figure_rows)} calibration members)")
+    identity_rows = [r for r in counted_rows if r["method"] == "encoder-clean" and r["split"] == CALIBRATION
+                     and r.get("identity_kept") is not None]
+    rule_limit = identity_limit_from(identity_rows, limits) if identity_rows else float("nan")
+    if identity_rows:
+        print(f"identity limit that the calibration part gives: {rule_limit:.2f} (shipped: {limits.identity_limit}, "
+              f"off; {len(identity_rows)} calibration members with the figure)")
     print("\nthe default chain (shipped thresholds): backdoored ones must be flagged, the distilled one passed")
     for member in [m for m in built if "default" in m.tags]:
         verdicts = ", ".join(f"{r['method']} {r['verdict']} ({r['score']:.3f})" for r in rows if r["name"] == member.name)
         print(f"  {member.name}: {verdicts}")
     if args.json_out:
         args.json_out.write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
-    if args.publish:
+    if args.publish and args.identity_table:
+        publish_identity(rows, rule_limit, args)
+    elif args.publish:
         publish_results(rows, summary, args)
+
+
+def publish_identity(rows: list[dict], rule_limit: float, args: argparse.Namespace) -> None:
+    """Each scanned member's score by the collapse figures alone (the shipped verdict) and with the identity
+    limit the calibration rule gives (section scan-identity): for a part of the zoo rebuilt and rescanned,
+    without replacing the whole zoo's table."""
+    limits = get_method("encoder-clean").config
+    with_identity = replace(limits, identity_limit=rule_limit)
+    table = []
+    for r in (r for r in rows if r["method"] == "encoder-clean" and r.get("identity_kept") is not None):
+        collapse = max(r["anomaly_index"] / limits.anomaly_limit, r["collapse_gap"] / limits.gap_limit)
+        kind = (f"{r['attack']} ({r['attack_asr']:.1f})" if counted(r) else f"attack failed ({r['attack_asr']:.1f})") \
+            if r["backdoor"] else "no"
+        gated = window_score(r["anomaly_index"], r["collapse_gap"], r["identity_kept"], with_identity)
+        table.append({"name": r["name"], "split": r["split"], "backdoor": kind, "collapse": f"{collapse:.3f}",
+                      "verdict": "backdoor" if collapse > 1 else "clean", "identity": f"{r['identity_kept']:.3f}",
+                      "gated": f"{gated:.3f}", "gated_verdict": "backdoor" if gated > 1 else "clean",
+                      "seconds": f"{r['seconds']:.0f}"})
+    publish("scan-identity", "scan: the shipped verdict and the identity limit, per rebuilt member", table,
+            [("name", "encoder"), ("split", "split"), ("backdoor", "backdoored (ASR non-target %)"),
+             ("collapse", "score (shipped)"), ("verdict", "verdict"), ("identity", "identity kept"),
+             ("gated", f"score with identity_limit={rule_limit:.2f}"), ("gated_verdict", "verdict"),
+             ("seconds", "s")], notes=args.notes, load=args.load)
 
 
 def publish_results(rows: list[dict], summary: dict, args: argparse.Namespace) -> None:
@@ -517,6 +567,9 @@ def main() -> None:
                         help="scan only the held-out part with these methods (their shipped threshold is fixed)")
     parser.add_argument("--json-out", type=Path, default=None)
     add_publish_arguments(parser)  # the scan-zoo and scan-zoo-members sections
+    parser.add_argument("--identity-table", action="store_true",
+                        help="with --publish: publish only each scanned member's collapse figures, identity kept and "
+                             "verdict (section scan-identity), leaving the whole zoo's table as it is")
     parser.add_argument("--notes", default="", help="a note printed under the published table")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # each command one CPU thread unless told otherwise

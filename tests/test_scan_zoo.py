@@ -82,3 +82,16 @@ def test_a_cached_scan_is_rescored_with_both_current_limits_beside_its_score(sca
     row = scan_zoo.rescored(cached, "encoder-clean")
     assert (row["anomaly_limit"], row["gap_limit"]) == (config.anomaly_limit, config.gap_limit)
     assert row["score"] == pytest.approx(2.0) and row["verdict"] == "backdoor" and row["rescored"]
+
+
+def test_the_identity_limit_sits_between_the_backdoors_and_the_clean_encoders_it_is_for(scan_zoo):
+    config = scan_zoo.get_method("encoder-clean").config
+    far = 2 * config.gap_limit
+
+    def row(identity, backdoor, gap=far):
+        return {"identity_kept": identity, "backdoor": backdoor, "anomaly_index": 0.0, "collapse_gap": gap}
+
+    rows = [row(0.2, True), row(0.4, True), row(0.45, False, gap=0.5), row(0.8, False), row(0.9, False)]
+    assert scan_zoo.identity_limit_from(rows, config) == pytest.approx(0.6)  # (0.4 + 0.8) / 2
+    unflagged = [row(0.2, True), row(0.4, True), row(0.3, False, gap=0.5), row(0.5, False, gap=0.5)]
+    assert scan_zoo.identity_limit_from(unflagged, config) == pytest.approx(0.45)  # (0.4 + 0.5) / 2

@@ -44,8 +44,8 @@ def scan(
     """Detect a backdoor from clean shadow images: is there a small patch that collapses the embeddings?
 
     The default method optimises one patch per window of a grid and flags the encoder when the best
-    window collapses the shadow images' embeddings far beyond its other windows (an anomaly index within
-    the encoder); `--method decree` inverts DECREE's smallest collapsing mask. Each verdict states its
+    window collapses the shadow images' embeddings far beyond its other windows or its own clean
+    agreement; `--method decree` inverts DECREE's smallest collapsing mask. Each verdict states its
     score, threshold and margin. Exit codes: 0 all clean, 1 a backdoor found, 2 bad input.
     """
     output = Output(json_path, quiet)

@@ -17,7 +17,7 @@ def _windows(encoder: Encoder, shadow: Tensor, config: WindowConfig, device: tor
              progress: Progress) -> Finding:
     found = scan_windows(encoder, shadow, config, device=device, seed=seed, progress=progress)
     top, left, side = found.boxes[found.best]
-    score = window_score(found.anomaly_index, found.collapse_gap, config)
+    score = window_score(found.anomaly_index, found.collapse_gap, found.identity_kept, config)
     return Finding(round(score, 4), found.mask, found.pattern, {
         "anomaly_index": round(found.anomaly_index, 4), "anomaly_limit": config.anomaly_limit,
         "collapse_gap": round(found.collapse_gap, 4), "gap_limit": config.gap_limit,
@@ -26,7 +26,8 @@ def _windows(encoder: Encoder, shadow: Tensor, config: WindowConfig, device: tor
         "similarity": found.similarities[found.best],
         "median_window_similarity": sorted(found.similarities)[len(found.similarities) // 2],
         "clean_similarity": round(found.baseline_similarity, 4),
-        "window_similarities": found.similarities})
+        "identity_kept": round(found.identity_kept, 4), "identity_limit": config.identity_limit,
+        "window_similarities": found.similarities, "window_identity_kept": found.identity})
 
 
 def _decree(encoder: Encoder, shadow: Tensor, config: DecreeConfig, device: torch.device, seed: int,
@@ -42,7 +43,9 @@ register_method(ScanMethod(
     "encoder-clean",
     "one optimised patch per window of a grid; backdoor when the best window collapses the embeddings far "
     "beyond the encoder's other windows (anomaly index > anomaly_limit) or far beyond the encoder's own "
-    "clean agreement (collapse gap > gap_limit); score = max(anomaly index / anomaly_limit, collapse gap / gap_limit)",
+    "clean agreement (collapse gap > gap_limit); score = max(anomaly index / anomaly_limit, collapse gap / "
+    "gap_limit); with -o identity_limit=L under 1 its stamp must also erase what the images show (score = "
+    "min(that, (1 - identity kept) / (1 - L)))",
     "collapse score", WindowConfig(), threshold=1.0,
     calibration="anomaly_limit and gap_limit from the calibration part of benchmarks/scan_zoo.py's zoo",
     run=_windows))

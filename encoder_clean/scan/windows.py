@@ -48,6 +48,12 @@ MAD_TO_SIGMA = 1.4826  # median absolute deviation of a normal distribution, in 
 # rule sets it too, at 7.66 (next backdoored 10.23).
 GAP_LIMIT = 4.01
 ANOMALY_LIMIT = 7.66
+# The identity limit is off (1.0) by default. The calibration rule (session 17: halfway between the most
+# identity a backdoored calibration member keeps, 0.379, and the least a clean one the collapse figures
+# flag keeps, 0.463) gives 0.42, which passes every barely trained full-width ResNet-18 of the held-out part
+# but also the default chain's DRUPE white square (0.548 kept): see docs/recipes.md. `-o identity_limit=0.42`
+# opts in.
+IDENTITY_LIMIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -68,9 +74,11 @@ class WindowConfig:
     large_from: int = 128
     large_effort: float = 0.75
     mad_floor: float = 0.05  # smallest spread (log units) the anomaly index divides by
-    # The verdict: backdoor when either figure passes its limit (score = the larger ratio to its limit).
+    # The verdict: backdoor when either collapse figure passes its limit (and, with an identity_limit under 1,
+    # the best window's stamp erases what the images show); see `window_score`.
     anomaly_limit: float = ANOMALY_LIMIT  # robust deviations below the median window
     gap_limit: float = GAP_LIMIT  # e-folds of the encoder's own disagreement that one window removes
+    identity_limit: float = IDENTITY_LIMIT  # share of each image's own clean embedding the stamp may leave (1: any)
 
     def check(self) -> None:
         if not 0 < self.window < 1:
@@ -81,6 +89,8 @@ class WindowConfig:
             raise UserError("scan: noise_starts must be >= 0 and start_images >= 2")
         if min(self.lr, self.mad_floor, self.anomaly_limit, self.gap_limit) <= 0:
             raise UserError("scan: lr, mad_floor, anomaly_limit and gap_limit must be > 0")
+        if not 0 <= self.identity_limit <= 1:
+            raise UserError("scan: identity_limit must be in [0, 1]")
         if not 0 < self.large_effort <= 1 or self.large_from < 1:
             raise UserError("scan: large_effort must be in (0, 1] and large_from at least 1")
 
@@ -101,8 +111,10 @@ class WindowConfig:
 class WindowScan:
     anomaly_index: float  # (median - best) / (1.4826 * MAD) of the windows' log residuals
     collapse_gap: float  # log(1 - clean similarity) - the best window's log residual
+    identity_kept: float  # the best window's: how much of each image's own clean embedding its stamp leaves
     residuals: list[float]  # log(1 - similarity) per window, row-major over the grid
     similarities: list[float]  # mean pairwise cosine per window with its optimised pattern
+    identity: list[float]  # per window: how much of each image's own clean embedding stamping keeps
     best: int  # the window with the smallest residual
     boxes: list[tuple[int, int, int]]  # (top, left, side) per window, in encoder pixels
     mask: Tensor  # (1, H, W): the best window
@@ -110,9 +122,15 @@ class WindowScan:
     baseline_similarity: float
 
 
-def window_score(anomaly: float, gap: float, config: WindowConfig) -> float:
-    """The verdict's score: how far the larger of the two figures is toward (1.0) or past its limit."""
-    return max(anomaly / config.anomaly_limit, gap / config.gap_limit)
+def window_score(anomaly: float, gap: float, identity: float, config: WindowConfig) -> float:
+    """The verdict's score, past 1.0 when the best window collapses the embeddings: the larger of the anomaly
+    index and the collapse gap, each over its limit. With an identity_limit under 1, the window must also
+    erase the images under its stamp: the score is then the smaller of that and (1 - identity kept) /
+    (1 - identity_limit)."""
+    collapse = max(anomaly / config.anomaly_limit, gap / config.gap_limit)
+    if config.identity_limit >= 1:
+        return collapse
+    return min(collapse, (1 - identity) / (1 - config.identity_limit))
 
 
 def window_boxes(size: int, config: WindowConfig, token_side: int | None = None) -> list[tuple[int, int, int]]:
@@ -177,14 +195,15 @@ def _search(encoder: Encoder, shadow: Tensor, config: WindowConfig, device: torc
             optimizer.step()
             advance(1)
     pattern = ((torch.tanh(pattern_logit.detach()) + 1) / 2 * masks)
-    residuals = _final_residuals(encoder, shadow, masks, pattern, config, g).cpu()
+    residuals, identity = (values.cpu() for values in _final_residuals(encoder, shadow, masks, pattern, config, g))
     best = int(residuals.argmin())
     pattern = pattern.cpu()
     baseline = stamped_similarity(encoder, shadow[:config.eval_images], None, device)
     gap = math.log(max(1 - baseline, 1e-6)) - float(residuals[best])
-    return WindowScan(anomaly_index(residuals, config.mad_floor), gap, [round(float(v), 4) for v in residuals],
-                      [round(1 - math.exp(float(v)), 5) for v in residuals], best, boxes, masks[best].cpu(),
-                      pattern[best], baseline)
+    return WindowScan(anomaly_index(residuals, config.mad_floor), gap, float(identity[best]),
+                      [round(float(v), 4) for v in residuals],
+                      [round(1 - math.exp(float(v)), 5) for v in residuals], [round(float(v), 4) for v in identity],
+                      best, boxes, masks[best].cpu(), pattern[best], baseline)
 
 
 # Images of one forward pass at most, counted in pixels: a whole step of 25 windows at 224 px (200 images
@@ -244,13 +263,28 @@ def _best_starts(encoder: Encoder, shadow: Tensor, masks: Tensor, config: Window
 
 @torch.no_grad()
 def _final_residuals(encoder: Encoder, shadow: Tensor, masks: Tensor, pattern: Tensor, config: WindowConfig,
-                     g: torch.Generator) -> Tensor:
-    """log(1 - similarity) of each window's final pattern, on one fixed draw of shadow images for all."""
+                     g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Per window, on one fixed draw of shadow images for all: log(1 - similarity) of its final pattern, and
+    how much of each image's own clean embedding its stamped embedding keeps (`identity_kept`)."""
     picks = torch.randperm(len(shadow), generator=g, device=shadow.device)[:config.eval_images]
     images = to_float(shadow[picks], encoder.image_size)
-    residuals = []
+    with autocast(images.device):
+        clean = encoder.features(images).float()
+    residuals, identity = [], []
     for mask, fill in zip(masks, pattern):
         with autocast(images.device):
             features = encoder.features((1 - mask) * images + fill).float()
         residuals.append(torch.log((1 - mean_pairwise_cosine(features)).clamp_min(1e-6)))
-    return torch.stack(residuals)
+        identity.append(identity_kept(features, clean))
+    return torch.stack(residuals), torch.stack(identity)
+
+
+def identity_kept(stamped: Tensor, clean: Tensor) -> Tensor:
+    """Mean cosine between each image's stamped and clean embedding, both taken about their set's mean.
+
+    Pairwise cosine rises in two ways: the stamp replaces what the images show with one embedding (a
+    trigger), or it adds one large shared vector while each image still shows through (a merely fragile
+    encoder). Removing the shared part tells them apart: near 0 when the stamped images no longer resemble
+    themselves, near 1 when their differences are the clean ones."""
+    stamped, clean = stamped - stamped.mean(0), clean - clean.mean(0)
+    return torch.nn.functional.cosine_similarity(stamped, clean, dim=1).mean()

@@ -16,8 +16,8 @@ from encoder_clean.scan import BACKDOOR, CLEAN, list_methods, run_scan, scan_con
 from encoder_clean.scan.decree import DecreeConfig, decree_invert
 from encoder_clean.scan.invert import mean_pairwise_cosine
 from encoder_clean.scan.verdict import get_method, margin_for, verdict_for
-from encoder_clean.scan.windows import (WindowConfig, anomaly_index, scan_windows, start_bank, window_boxes,
-                                        window_score)
+from encoder_clean.scan.windows import (WindowConfig, anomaly_index, identity_kept, scan_windows, start_bank,
+                                        window_boxes, window_score)
 from tests.scan.planted import LEFT, SIZE, TOP, PlantedBackdoor
 
 CPU = torch.device("cpu")
@@ -98,10 +98,32 @@ def test_planted_window_stands_out_and_clean_does_not(windows):
     assert top <= TOP and TOP + SIZE <= top + side and left <= LEFT and LEFT + SIZE <= left + side
     config, threshold = get_method("encoder-clean").config, get_method("encoder-clean").threshold
     assert planted.anomaly_index > config.anomaly_limit > clean.anomaly_index
-    assert window_score(planted.anomaly_index, planted.collapse_gap, config) > threshold
-    assert window_score(clean.anomaly_index, clean.collapse_gap, config) < threshold
+    assert window_score(planted.anomaly_index, planted.collapse_gap, planted.identity_kept, config) > threshold
+    assert window_score(clean.anomaly_index, clean.collapse_gap, clean.identity_kept, config) < threshold
+    assert planted.identity_kept < 0.42 < clean.identity_kept  # the planted trigger replaces the images' embeddings
     assert planted.mask.shape == (1, 32, 32) and planted.mask.sum() == side * side
     assert planted.pattern.min() >= 0 and planted.pattern.max() <= 1
+
+
+def test_identity_kept_tells_a_shared_vector_added_from_embeddings_replaced():
+    clean = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    shared = 50 * torch.randn(32, generator=torch.Generator().manual_seed(1))
+    assert float(identity_kept(clean + shared, clean)) == pytest.approx(1.0, abs=1e-5)  # fragile: images show through
+    replaced = shared + torch.randn(64, 32, generator=torch.Generator().manual_seed(2))
+    assert abs(float(identity_kept(replaced, clean))) < 0.1  # a trigger: what is left is unrelated to the image
+    partly = clean + 2 * torch.randn(64, 32, generator=torch.Generator().manual_seed(3))
+    assert 0.3 < float(identity_kept(partly, clean)) < 0.6
+
+
+def test_with_an_identity_limit_a_collapse_that_keeps_the_images_is_not_a_backdoor():
+    config = WindowConfig(identity_limit=0.42)
+    far = 3 * config.gap_limit  # the collapse figures alone would call it a backdoor three times over
+    kept, erased = 0.5 * (1 + config.identity_limit), 0.5 * config.identity_limit
+    assert window_score(0.0, far, kept, config) < 1.0 < window_score(0.0, far, erased, config)
+    assert window_score(0.0, 0.5 * config.gap_limit, erased, config) == pytest.approx(0.5)
+    assert window_score(0.0, far, kept, WindowConfig()) == pytest.approx(3.0)  # off by default: collapse alone
+    with pytest.raises(UserError, match="identity_limit"):
+        WindowConfig(identity_limit=1.5).check()
 
 
 def test_start_bank_holds_solid_colours_checkerboards_and_noise():
@@ -123,7 +145,7 @@ def test_a_narrow_backdoor_is_found_from_the_bank(trained_tiny, shapes):
     found = scan_windows(narrow, shapes.train.images[:128], QUICK_WINDOWS, device=CPU, seed=0)
     top, left, side = found.boxes[found.best]
     assert top <= TOP and TOP + SIZE <= top + side and left <= LEFT and LEFT + SIZE <= left + side
-    assert window_score(found.anomaly_index, found.collapse_gap, QUICK_WINDOWS) > 1.0
+    assert window_score(found.anomaly_index, found.collapse_gap, found.identity_kept, QUICK_WINDOWS) > 1.0
 
 
 def test_decree_finds_the_planted_trigger(trained_tiny, shapes):
@@ -147,6 +169,7 @@ def test_run_scan_reports_how_sure_it_is(trained_tiny, shapes):
     assert row["window"]["size"] == 12 and len(row["window_similarities"]) == 25
     assert row["score"] == pytest.approx(max(row["anomaly_index"] / row["anomaly_limit"],
                                              row["collapse_gap"] / row["gap_limit"]), abs=1e-3)
+    assert len(row["window_identity_kept"]) == 25 and row["identity_kept"] in row["window_identity_kept"]
     lenient = run_scan(trained_tiny, shapes.train.images[:64], config=QUICK_WINDOWS, threshold=1e9)
     assert lenient.verdict == CLEAN and lenient.margin < 0
 
