@@ -43,7 +43,7 @@ from encoder_clean.data.specs import load_data
 from encoder_clean.encoders.io import load_encoder
 from encoder_clean.scan import run_scan, scan_config
 from encoder_clean.scan.verdict import get_method
-from encoder_clean.scan.windows import window_score
+from encoder_clean.scan.windows import collapse_score, window_score
 from cifar_chain import ARCHIVE, unpacked
 from results import add_publish_arguments, publish
 
@@ -379,7 +379,7 @@ def identity_limit_from(rows: list[dict], config) -> float:
     such clean member, the least that any clean member above the backdoors keeps."""
     most_kept = max((r["identity_kept"] for r in rows if r["backdoor"]), default=0.0)
     flagged = [r["identity_kept"] for r in rows if not r["backdoor"]
-               and max(r["anomaly_index"] / config.anomaly_limit, r["collapse_gap"] / config.gap_limit) > 1]
+               and collapse_score(r["anomaly_index"], r["collapse_gap"], config) > 1]
     above = [r["identity_kept"] for r in rows if not r["backdoor"] and r["identity_kept"] > most_kept]
     edge = min(flagged or above, default=1.0)
     return round((most_kept + edge) / 2, 2)
@@ -504,7 +504,7 @@ def publish_identity(rows: list[dict], rule_limit: float, args: argparse.Namespa
     with_identity = replace(limits, identity_limit=rule_limit)
     table = []
     for r in (r for r in rows if r["method"] == "encoder-clean" and r.get("identity_kept") is not None):
-        collapse = max(r["anomaly_index"] / limits.anomaly_limit, r["collapse_gap"] / limits.gap_limit)
+        collapse = collapse_score(r["anomaly_index"], r["collapse_gap"], limits)
         kind = (f"{r['attack']} ({r['attack_asr']:.1f})" if counted(r) else f"attack failed ({r['attack_asr']:.1f})") \
             if r["backdoor"] else "no"
         gated = window_score(r["anomaly_index"], r["collapse_gap"], r["identity_kept"], with_identity)

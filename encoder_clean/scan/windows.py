@@ -111,7 +111,6 @@ class WindowConfig:
 class WindowScan:
     anomaly_index: float  # (median - best) / (1.4826 * MAD) of the windows' log residuals
     collapse_gap: float  # log(1 - clean similarity) - the best window's log residual
-    identity_kept: float  # the best window's: how much of each image's own clean embedding its stamp leaves
     residuals: list[float]  # log(1 - similarity) per window, row-major over the grid
     similarities: list[float]  # mean pairwise cosine per window with its optimised pattern
     identity: list[float]  # per window: how much of each image's own clean embedding stamping keeps
@@ -121,13 +120,23 @@ class WindowScan:
     pattern: Tensor  # (3, H, W): its pattern (zero outside the window)
     baseline_similarity: float
 
+    @property
+    def identity_kept(self) -> float:
+        """The best window's identity kept."""
+        return self.identity[self.best]
+
+
+def collapse_score(anomaly: float, gap: float, config: WindowConfig) -> float:
+    """The larger of the anomaly index and the collapse gap, each over its limit."""
+    return max(anomaly / config.anomaly_limit, gap / config.gap_limit)
+
 
 def window_score(anomaly: float, gap: float, identity: float, config: WindowConfig) -> float:
     """The verdict's score, past 1.0 when the best window collapses the embeddings: the larger of the anomaly
     index and the collapse gap, each over its limit. With an identity_limit under 1, the window must also
     erase the images under its stamp: the score is then the smaller of that and (1 - identity kept) /
     (1 - identity_limit)."""
-    collapse = max(anomaly / config.anomaly_limit, gap / config.gap_limit)
+    collapse = collapse_score(anomaly, gap, config)
     if config.identity_limit >= 1:
         return collapse
     return min(collapse, (1 - identity) / (1 - config.identity_limit))
@@ -200,8 +209,7 @@ def _search(encoder: Encoder, shadow: Tensor, config: WindowConfig, device: torc
     pattern = pattern.cpu()
     baseline = stamped_similarity(encoder, shadow[:config.eval_images], None, device)
     gap = math.log(max(1 - baseline, 1e-6)) - float(residuals[best])
-    return WindowScan(anomaly_index(residuals, config.mad_floor), gap, float(identity[best]),
-                      [round(float(v), 4) for v in residuals],
+    return WindowScan(anomaly_index(residuals, config.mad_floor), gap, [round(float(v), 4) for v in residuals],
                       [round(1 - math.exp(float(v)), 5) for v in residuals], [round(float(v), 4) for v in identity],
                       best, boxes, masks[best].cpu(), pattern[best], baseline)
 
