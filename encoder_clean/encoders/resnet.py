@@ -1,4 +1,4 @@
-"""ResNet encoders: torchvision's blocks, torchvision's parameter names, configurable stem and width.
+"""ResNet encoders: torchvision's blocks and parameter names (`encoders/blocks.py`), configurable stem and width.
 
 Keeping torchvision's names (`conv1`, `bn1`, `layer1.0.conv1`, `downsample.0`, ...) means torchvision
 state dicts and the Sequential layouts of the SimCLR/BadEncoder releases map onto ours by renaming
@@ -11,9 +11,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
-
 from encoder_clean.encoders.base import Encoder
+from encoder_clean.encoders.blocks import BasicBlock, Bottleneck
 from encoder_clean.errors import UserError
 from encoder_clean.encoders.registry import IMAGENET_MEAN, IMAGENET_STD, register_arch
 
