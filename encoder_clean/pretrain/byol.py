@@ -5,7 +5,8 @@ makes of the other view; no negatives.
 Published settings (the defaults): the loss 2 - 2 cos(prediction, target projection), summed over both
 orders of the two views, and the target's rate tau rising from 0.996 to 1 on a cosine schedule over the
 run. The projector is the encoder's projection head; the predictor has the same layout
-(Linear-BatchNorm-ReLU-Linear, as in the paper) at the head's own widths.
+(Linear-BatchNorm-ReLU-Linear, as in the paper) at the head's own widths. `predictor=direct` replaces
+it with DirectPred's linear predictor, set each step from the projections' correlation instead of trained.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 
 from encoder_clean.encoders.base import Encoder, ProjectionHead
 from encoder_clean.errors import UserError
+from encoder_clean.parallel import all_reduce_sum
 from encoder_clean.pretrain.momentum import momentum_copy, momentum_update
 from encoder_clean.pretrain.registry import Method, Objective, Schedule, register_method
 from encoder_clean.runtime import autocast
@@ -32,6 +34,43 @@ class ByolSettings:
     # Tian, Chen & Ganguli (ICML 2021, "Understanding self-supervised learning dynamics without
     # contrastive pairs"); SimSiam (Chen & He, CVPR 2021) likewise trains its predictor without decay.
     predictor_lr: float = 1.0
+    predictor: str = "mlp"  # or "direct": DirectPred (`DirectPredictor`), which has nothing to train
+    direct_rho: float = 0.3  # DirectPred's averaging rate of the correlation (its paper's value)
+    direct_eps: float = 0.1  # DirectPred's floor added to every eigenvalue's share (its paper's value)
+
+
+class DirectPredictor(nn.Module):
+    """DirectPred (Tian, Chen & Ganguli, ICML 2021): the predictor is the linear map U diag(p) U^T, where U
+    and s are the eigenvectors and eigenvalues of a running average F of the online projections'
+    correlation E[z z^T] (F = rho F + (1 - rho) E_batch[z z^T]) and p_j = sqrt(s_j) / max_k sqrt(s_k) + eps.
+    Their analysis shows a trained predictor converges to this form; setting it directly skips the
+    predictor's own slow learning, which is what a short run cannot afford. Updated on every training
+    forward, over every rank's rows; no gradient reaches it, though gradients flow through it."""
+
+    def __init__(self, dim: int, rho: float, eps: float):
+        super().__init__()
+        self.rho, self.eps = rho, eps
+        self.register_buffer("correlation", torch.zeros(dim, dim))
+        self.register_buffer("seen", torch.zeros((), dtype=torch.bool))  # the first batch replaces the zeros
+        self.register_buffer("weight", torch.eye(dim))
+
+    @torch.no_grad()
+    def _refresh(self, z: torch.Tensor) -> None:
+        z = z.detach().float()
+        rows = all_reduce_sum(torch.tensor([float(len(z))], device=z.device))
+        batch = all_reduce_sum(z.T @ z) / rows
+        rho = torch.where(self.seen, self.rho, 0.0)
+        self.correlation.mul_(rho).add_(batch * (1 - rho))
+        self.seen.fill_(True)
+        values, vectors = torch.linalg.eigh(self.correlation)
+        roots = values.clamp(min=0).sqrt()
+        shares = roots / roots.max().clamp(min=1e-12) + self.eps
+        self.weight.copy_((vectors * shares) @ vectors.T)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self._refresh(z)
+        return z @ self.weight.to(z.dtype)  # the weight is symmetric
 
 
 def projection_std(z: torch.Tensor) -> torch.Tensor:
@@ -51,7 +90,9 @@ class BYOL(Objective):
         self.total_steps = schedule.total_steps
         self.target = momentum_copy(encoder)
         first, last = encoder.head.layers[0], encoder.head.layers[-1]
-        self.predictor = ProjectionHead(last.out_features, first.out_features, last.out_features)
+        self.predictor = (DirectPredictor(last.out_features, settings.direct_rho, settings.direct_eps)
+                          if settings.predictor == "direct"
+                          else ProjectionHead(last.out_features, first.out_features, last.out_features))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # updates made: the schedule's k
         self._projection_std: torch.Tensor | None = None
 
@@ -76,11 +117,15 @@ class BYOL(Objective):
         return {"projection_std": self._projection_std} if self._projection_std is not None else {}
 
     def lr_scales(self) -> dict[nn.Module, float]:
-        return {} if self.predictor_lr == 1 else {self.predictor: self.predictor_lr}
+        trained = any(p.requires_grad for p in self.predictor.parameters())  # DirectPred's has nothing to train
+        return {self.predictor: self.predictor_lr} if trained and self.predictor_lr != 1 else {}
 
     def update(self, encoder: Encoder) -> None:
         momentum_update(self.target, encoder, self.tau(self.steps))
         self.steps += 1
+
+
+PREDICTORS = ("mlp", "direct")
 
 
 def build_byol(encoder: Encoder, settings: ByolSettings, schedule: Schedule) -> BYOL:
@@ -88,6 +133,12 @@ def build_byol(encoder: Encoder, settings: ByolSettings, schedule: Schedule) -> 
         raise UserError(f"tau must be in [0, 1], got {settings.tau}")
     if not settings.predictor_lr > 0:
         raise UserError(f"predictor_lr must be positive, got {settings.predictor_lr}")
+    if settings.predictor not in PREDICTORS:
+        raise UserError(f"predictor must be one of {', '.join(PREDICTORS)}, got {settings.predictor!r}")
+    if not 0 <= settings.direct_rho < 1:
+        raise UserError(f"direct_rho must be in [0, 1), got {settings.direct_rho}")
+    if not settings.direct_eps >= 0:
+        raise UserError(f"direct_eps must be 0 or more, got {settings.direct_eps}")
     return BYOL(encoder, settings, schedule)
 
 

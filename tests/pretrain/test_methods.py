@@ -226,3 +226,44 @@ def test_byol_predictor_lr_moves_the_predictor_that_many_times_further_in_an_ada
 def test_byol_refuses_a_predictor_lr_that_is_not_positive():
     with pytest.raises(UserError, match="predictor_lr"):
         _build("byol", _encoder(), "predictor_lr=0")
+
+
+def test_direct_predictor_is_the_eigen_form_of_the_running_correlation():
+    from encoder_clean.pretrain.byol import DirectPredictor
+
+    g = torch.Generator().manual_seed(0)
+    first, second = torch.randn(32, 6, generator=g), torch.randn(32, 6, generator=g) * torch.arange(1.0, 7.0)
+    predictor = DirectPredictor(6, rho=0.3, eps=0.1).train()
+    predictor(first)
+    assert torch.allclose(predictor.correlation, first.T @ first / 32, atol=1e-5)  # the first batch, not zeros
+    predictor(second)
+    correlation = 0.3 * (first.T @ first / 32) + 0.7 * (second.T @ second / 32)
+    assert torch.allclose(predictor.correlation, correlation, atol=1e-5)
+    values, vectors = torch.linalg.eigh(correlation)
+    shares = values.sqrt() / values.sqrt().max() + 0.1
+    assert torch.allclose(predictor.weight, vectors @ torch.diag(shares) @ vectors.T, atol=1e-5)
+    z = torch.randn(4, 6, generator=g, requires_grad=True)
+    frozen = predictor.eval()(z)  # in eval mode it applies the weight and leaves it
+    assert torch.allclose(frozen, z @ predictor.weight) and torch.allclose(predictor.correlation, correlation, atol=1e-5)
+    frozen.sum().backward()  # gradients reach the projections through it
+    assert z.grad is not None and float(z.grad.abs().sum()) > 0
+    assert not list(predictor.parameters())
+
+
+def test_byol_with_direct_predictor_trains_the_encoder_and_nothing_else():
+    from encoder_clean.pretrain.core import parameter_groups
+
+    encoder = _encoder()
+    byol = _build("byol", encoder, "predictor=direct", "predictor_lr=10")
+    groups = parameter_groups(encoder, byol, 0.01)
+    assert len(groups) == 1 and len(groups[0]["params"]) == len(list(encoder.parameters()))
+    loss = byol.loss(encoder, _views(), CPU)
+    loss.backward()
+    assert math.isfinite(loss.item()) and all(p.grad is not None for p in encoder.head.parameters())
+    assert not torch.equal(byol.predictor.weight, torch.eye(byol.predictor.weight.shape[0]))
+
+
+@pytest.mark.parametrize("option", ["predictor=linear", "direct_rho=1", "direct_eps=-0.1"])
+def test_byol_refuses_a_bad_direct_predictor_setting(option):
+    with pytest.raises(UserError, match=option.split("=")[0]):
+        _build("byol", _encoder(), option)
