@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +74,14 @@ class DirectPredictor(nn.Module):
         return z @ self.weight.to(z.dtype)  # the weight is symmetric
 
 
+# The predictor's kinds (`predictor=`), each built from the projection's width, the head's hidden width and
+# the settings.
+PREDICTORS: dict[str, Callable[[int, int, ByolSettings], nn.Module]] = {
+    "mlp": lambda width, hidden, settings: ProjectionHead(width, hidden, width),
+    "direct": lambda width, hidden, settings: DirectPredictor(width, settings.direct_rho, settings.direct_eps),
+}
+
+
 def projection_std(z: torch.Tensor) -> torch.Tensor:
     """A collapse diagnostic (SimSiam, Chen & He, CVPR 2021, Fig. 2): the standard deviation over the
     batch of the L2-normalised online projections, averaged over dimensions, here times sqrt(dimensions):
@@ -90,9 +99,7 @@ class BYOL(Objective):
         self.total_steps = schedule.total_steps
         self.target = momentum_copy(encoder)
         first, last = encoder.head.layers[0], encoder.head.layers[-1]
-        self.predictor = (DirectPredictor(last.out_features, settings.direct_rho, settings.direct_eps)
-                          if settings.predictor == "direct"
-                          else ProjectionHead(last.out_features, first.out_features, last.out_features))
+        self.predictor = PREDICTORS[settings.predictor](last.out_features, first.out_features, settings)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # updates made: the schedule's k
         self._projection_std: torch.Tensor | None = None
 
@@ -123,9 +130,6 @@ class BYOL(Objective):
     def update(self, encoder: Encoder) -> None:
         momentum_update(self.target, encoder, self.tau(self.steps))
         self.steps += 1
-
-
-PREDICTORS = ("mlp", "direct")
 
 
 def build_byol(encoder: Encoder, settings: ByolSettings, schedule: Schedule) -> BYOL:

@@ -15,7 +15,8 @@ WORKER = Path(__file__).with_name("worker.py")
 
 def test_two_gloo_processes_train_every_method_like_one(tmp_path):
     """2 SGD steps of 16 images: global BatchNorm in the momentum copies too, MoCo's keys gathered from
-    both ranks into the queue in rank order, BYOL's predictor gradients averaged. Measured: the two
+    both ranks into the queue in rank order, BYOL's predictor gradients averaged, DirectPred's correlation
+    taken over both ranks' rows. Measured: the two
     runs' encoders differ by 5e-7 (SimCLR) to 3.3e-4 (symmetric MoCo) of how far training moved them,
     and the queues, momentum copies and predictors by at most 1.4e-6."""
     alone = run(str(WORKER), "one.pt", cwd=tmp_path)
@@ -25,8 +26,9 @@ def test_two_gloo_processes_train_every_method_like_one(tmp_path):
     one, two = (torch.load(tmp_path / name, weights_only=True) for name in ("one.pt", "two.pt"))
     assert sorted(one) == sorted(two)
     runs = {key.split("/")[0] for key in one}
-    assert runs == {"simclr", "mocov2", "mocov2-symmetric", "byol"}
+    assert runs == {"simclr", "mocov2", "mocov2-symmetric", "byol", "byol-direct"}
     assert "mocov2/objective/queue" in one and "byol/objective/predictor.layers.0.weight" in one
+    assert "byol-direct/objective/predictor.correlation" in one  # DirectPred's correlation: every rank's rows
     for run_name in runs:
         weights = [k for k in one if k.startswith(f"{run_name}/encoder/") and one[k].is_floating_point()]
         gap = torch.cat([(one[k] - two[k]).flatten() for k in weights]).norm()

@@ -18,7 +18,7 @@ from encoder_clean.training import EpochBatcher, run_steps
 
 # (name in the output, method, settings)
 RUNS = (("simclr", "simclr", ()), ("mocov2", "mocov2", ()), ("mocov2-symmetric", "mocov2", ("symmetric=true",)),
-        ("byol", "byol", ()))
+        ("byol", "byol", ()), ("byol-direct", "byol", ("predictor=direct",)))
 
 
 def train(name: str, method_name: str, options: tuple[str, ...], images: torch.Tensor, batch: int, steps: int
