@@ -11,6 +11,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.encoders.blocks import BasicBlock, Bottleneck
 from encoder_clean.errors import UserError

@@ -49,10 +49,10 @@ MAD_TO_SIGMA = 1.4826  # median absolute deviation of a normal distribution, in 
 GAP_LIMIT = 4.01
 ANOMALY_LIMIT = 7.66
 # The identity limit is off (1.0) by default. The calibration rule (session 17: halfway between the most
-# identity a backdoored calibration member keeps, 0.379, and the least a clean one the collapse figures
-# flag keeps, 0.463) gives 0.42, which passes every barely trained full-width ResNet-18 of the held-out part
-# but also the default chain's DRUPE white square (0.548 kept): see docs/recipes.md. `-o identity_limit=0.42`
-# opts in.
+# identity a backdoored calibration member keeps and the least a clean one the collapse figures flag keeps)
+# gave 0.42 with 10 calibration members (0.379 and 0.463) and 0.51 with 11 (the default chain's DRUPE white
+# square keeps 0.548); either passes the barely trained full-width ResNet-18s of the held-out part but
+# misses that DRUPE encoder: see docs/recipes.md and RESULTS.md's scan-identity. `-o identity_limit=L` opts in.
 IDENTITY_LIMIT = 1.0
 
 
