@@ -52,6 +52,7 @@ OTHER = {"shapes": "glyphs", "glyphs": "shapes"}
 NPZ_TRIGGER = "sample_triggers/trigger_pt_white_21_10_ap_replace.npz"
 LOGO, PLUS = "sample_triggers/colour_logo_7x7.png", "sample_triggers/plus_9x9.png"
 FRESH = "fresh"  # the tag of the members made in session 15 as a fresh held-out part
+BLIND = "blind"  # the tag of the members made in session 19, after every earlier scan had been read
 TRAIN_IMAGES = 4000  # zoo members (not the default chain) pre-train and poison on this many images
 SHADOW_IMAGES = 1000
 CALIBRATION, HELD_OUT = "calibration", "held-out"
@@ -161,17 +162,27 @@ def zoo(cifar: str) -> list[Member]:
         # trained like them; seeds picked by the hash of the names alone, so that both fall in the calibration part.
         clean("clean-shapes-r18-s4", "builtin:shapes?train=1000", "resnet18-cifar", 4, epochs=2),
         clean("clean-glyphs-r18-s10", "builtin:glyphs?train=1000", "resnet18-cifar", 10, epochs=2),
+        # Session 19: a blind part (BLIND), named before anything of it was built, after the verdict's
+        # erasure-or-place rule had been set on the 23 members scanned on this machine (all of them read by
+        # then). Seeds from 20 on, the first whose name hashes into the held-out part; three more barely trained
+        # full-width ResNet-18s, one of them on real CIFAR-10 (one epoch of its 4,000 images).
+        clean("clean-shapes-r18-s20", "builtin:shapes?train=1000", "resnet18-cifar", 20, epochs=2, tags=(BLIND,)),
+        clean("clean-glyphs-r18-s22", "builtin:glyphs?train=1000", "resnet18-cifar", 22, epochs=2, tags=(BLIND,)),
+        clean("clean-cifar-r18-s20-e1", cifar, "resnet18-cifar", 20, epochs=1, tags=(BLIND,)),
+        clean("clean-glyphs-w16-s22", builtin("glyphs"), SMALL, 22, tags=(BLIND,)),
+        clean("clean-cifar-w16-s20", cifar, SMALL, 20, tags=(BLIND,)),
+        clean("clean-shapes-w8-s20", builtin("shapes"), "resnet10-cifar-w8", 20, tags=(BLIND,)),
     ]
     by_name = {m.name: m for m in members}
 
     def bd(attack: str, trigger: str, target: int, parent: str, epochs: int = 8, tag: str = "fast",
-           fresh: bool = False) -> Member:
+           fresh: bool = False, part: str | None = None) -> Member:
         base = by_name[parent]
         short = short_name(trigger)
         family = base.data.split(":")[1].split("?")[0] if base.data.startswith("builtin") else "cifar"
         reference = f"builtin:{OTHER[family]}" if family in OTHER else base.data
         return poisoned(f"{attack}-{short}-t{target}-e{epochs}-{parent}", base, attack, trigger, target, epochs,
-                        reference, (tag, FRESH) if fresh else (tag,))
+                        reference, (tag, FRESH) if fresh else (tag, part) if part else (tag,))
 
     # 8 epochs of 4,000 images are about the `fast` preset's step count on the default 10,000 (3 epochs);
     # 16 epochs is the stronger setting.
@@ -208,6 +219,16 @@ def zoo(cifar: str) -> list[Member]:
         bd("drupe", "white-square:7@8,8", 1, "clean-glyphs-r18-s2", 16, "strong", fresh=True),
         bd("badencoder", "noise-patch:5@14,3", 5, "clean-cifar-w32-s2", fresh=True),
         bd("drupe", f"{LOGO}@4,20", 9, "clean-cifar-w8-s0", fresh=True),
+    ]
+    # The blind part's attacks (session 19): target classes 2, 4, 6 and 8, new places and sizes; two on
+    # parents scanned before (their children were not).
+    members += [
+        bd("badencoder", "white-square:6@20,20", 2, "clean-glyphs-w16-s22", part=BLIND),
+        bd("drupe", "checkerboard:8@4,16", 6, "clean-cifar-w16-s20", part=BLIND),
+        bd("badencoder", NPZ_TRIGGER, 4, "clean-shapes-w16-s2", part=BLIND),
+        bd("drupe", "noise-patch", 8, "clean-glyphs-w16-s22", part=BLIND),
+        bd("badencoder", f"{LOGO}@16,6", 6, "clean-shapes-w8-s20", part=BLIND),
+        bd("drupe", "white-square", 2, "clean-shapes-w16-s1", part=BLIND),
     ]
     # BadEncoder and DRUPE on the trained ViTs as the ViT study planted them: 100 references of the ViT's own
     # family for 6 epochs (with the preset's 10 references the trigger took next to those 10 images only)
@@ -345,10 +366,13 @@ def rescored(row: dict, method: str) -> dict:
     gap = row.get("collapse_gap")
     if gap is None:
         gap = math.log(1 - row["clean_similarity"]) - math.log(max(1 - row["similarity"], 1e-6))
+    if row.get("identity_kept") is None:
+        config = replace(config, identity_limit=1.0)  # nothing to judge the trigger-likeness by
     score = round(window_score(row["anomaly_index"], gap, row.get("identity_kept", 0.0), config), 4)
     threshold = get_method(method).threshold
     return {**row, "collapse_gap": round(gap, 4), "anomaly_limit": config.anomaly_limit,
-            "gap_limit": config.gap_limit, "identity_limit": config.identity_limit, "score": score,
+            "gap_limit": config.gap_limit, "identity_limit": config.identity_limit,
+            "standout_limit": config.standout_limit, "score": score,
             "threshold": threshold, "verdict": "backdoor" if score > threshold else "clean",
             "rescored": score != row.get("score")}
 
@@ -373,16 +397,27 @@ def calibrate(rows: list[dict], max_fpr: float = 0.05) -> float:
     return round((edge + backdoor_above[0]) / 2 if backdoor_above else edge, 4)
 
 
-def identity_limit_from(rows: list[dict], config) -> float:
-    """Halfway between the most identity any backdoored calibration member keeps and the least that a clean
-    one keeps among those the collapse figures alone would flag (the encoders the limit is for); with no
-    such clean member, the least that any clean member above the backdoors keeps."""
-    most_kept = max((r["identity_kept"] for r in rows if r["backdoor"]), default=0.0)
-    flagged = [r["identity_kept"] for r in rows if not r["backdoor"]
-               and collapse_score(r["anomaly_index"], r["collapse_gap"], config) > 1]
-    above = [r["identity_kept"] for r in rows if not r["backdoor"] and r["identity_kept"] > most_kept]
-    edge = min(flagged or above, default=1.0)
-    return round((most_kept + edge) / 2, 2)
+def trigger_limits_from(rows: list[dict], config) -> tuple[float, float]:
+    """(identity_limit, standout_limit) from scanned rows, for the clean members the collapse figures flag:
+    the identity limit halfway between the least identity such a clean member keeps and the most a flagged
+    backdoor keeps whose window does not stand out by more than twice what any such clean member's does; the
+    standout limit halfway between the most any such clean member stands out (anomaly index) and the least a
+    flagged backdoor keeping more identity than the limit stands out. With no flagged clean member: (1.0,
+    inf), the collapse figures alone."""
+    def flagged(r: dict) -> bool:
+        return collapse_score(r["anomaly_index"], r["collapse_gap"], config) > 1
+
+    clean = [r for r in rows if not r["backdoor"] and flagged(r)]
+    backdoors = [r for r in rows if r["backdoor"] and flagged(r)]
+    if not clean:
+        return 1.0, math.inf
+    most_standout = max(r["anomaly_index"] for r in clean)
+    least_kept = min(r["identity_kept"] for r in clean)
+    quiet = [r["identity_kept"] for r in backdoors if r["anomaly_index"] <= 2 * most_standout]
+    identity_limit = round((max(quiet, default=0.0) + least_kept) / 2, 2)
+    kept_more = [r["anomaly_index"] for r in backdoors if r["identity_kept"] > identity_limit]
+    standout_limit = round((most_standout + min(kept_more)) / 2, 1) if kept_more else math.inf
+    return identity_limit, standout_limit
 
 
 def rates(rows: list[dict], threshold: float) -> tuple[float, float]:
@@ -403,13 +438,15 @@ def comparison_scopes(rows: list[dict], methods: list[str]) -> list[tuple[str, s
     common = set.intersection(*held_out.values()) if held_out else set()
     if len(methods) > 1 and any(common != names for names in held_out.values()):
         scopes += [(method, f"{method}, on the {len(common)} every method scanned", common) for method in methods]
-    # The fresh part (session 15) was made after the older held-out part had been looked at: its figures
-    # are the blind ones, so each method is summarised on it alone too, and on the older part alone.
-    fresh = {r["name"] for r in rows if FRESH in r["tags"]}
+    # The fresh part (session 15) was made after the older held-out part had been looked at, and the blind
+    # part (session 19) after every earlier scan had been: each is summarised alone too, and the older part.
+    later = {tag: {r["name"] for r in rows if tag in r["tags"]} for tag in (FRESH, BLIND)}
     for method in methods:
-        if held_out[method] & fresh:
-            scopes += [(method, f"{method}, fresh part only", held_out[method] & fresh),
-                       (method, f"{method}, older part only", held_out[method] - fresh)]
+        parts = [(tag, held_out[method] & names) for tag, names in later.items() if held_out[method] & names]
+        if parts:
+            older = held_out[method] - set.union(*later.values())
+            scopes += [(method, f"{method}, {tag} part only", names) for tag, names in parts]
+            scopes += [(method, f"{method}, older part only", older)] if older else []
     return scopes
 
 
@@ -478,12 +515,16 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
         if figure_rows:
             print(f"\n{figure.replace('_', ' ')} limit that the calibration part gives by the same rule: "
                   f"{calibrate(figure_rows):.2f} (shipped: {shipped}; {len(figure_rows)} calibration members)")
-    identity_rows = [r for r in counted_rows if r["method"] == "encoder-clean" and r["split"] == CALIBRATION
-                     and r.get("identity_kept") is not None]
-    rule_limit = identity_limit_from(identity_rows, limits) if identity_rows else float("nan")
-    if identity_rows:
-        print(f"identity limit that the calibration part gives: {rule_limit:.2f} (shipped: {limits.identity_limit}, "
-              f"off; {len(identity_rows)} calibration members with the figure)")
+    # The trigger test's limits were set on every member scanned before the blind part (session 19), whose
+    # figures were all read by then; the calibration part alone is printed beside them.
+    trigger_rows = [r for r in counted_rows if r["method"] == "encoder-clean" and r.get("identity_kept") is not None]
+    set_on = [r for r in trigger_rows if BLIND not in r["tags"]]
+    for label, part in (("the members scanned before the blind part", set_on),
+                        ("the calibration part alone", [r for r in set_on if r["split"] == CALIBRATION])):
+        if part:
+            identity, standout = trigger_limits_from(part, limits)
+            print(f"identity and standout limits that {label} give ({len(part)} members): {identity:.2f} and "
+                  f"{standout:.1f} (shipped: {limits.identity_limit} and {limits.standout_limit})")
     print("\nthe default chain (shipped thresholds): backdoored ones must be flagged, the distilled one passed")
     for member in [m for m in built if "default" in m.tags]:
         verdicts = ", ".join(f"{r['method']} {r['verdict']} ({r['score']:.3f})" for r in rows if r["name"] == member.name)
@@ -491,32 +532,34 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
     if args.json_out:
         args.json_out.write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
     if args.publish and args.identity_table:
-        publish_identity(rows, rule_limit, args)
+        publish_identity(rows, args)
     elif args.publish:
         publish_results(rows, summary, args)
 
 
-def publish_identity(rows: list[dict], rule_limit: float, args: argparse.Namespace) -> None:
-    """Each scanned member's score by the collapse figures alone (the shipped verdict) and with the identity
-    limit the calibration rule gives (section scan-identity): for a part of the zoo rebuilt and rescanned,
-    without replacing the whole zoo's table."""
+def publish_identity(rows: list[dict], args: argparse.Namespace) -> None:
+    """Each scanned member's score by the collapse figures alone and by the shipped verdict, which also asks
+    whether the collapse looks like a trigger's, with the two figures it asks that by (section scan-identity):
+    for a part of the zoo rebuilt and rescanned, without replacing the whole zoo's table."""
     limits = get_method("encoder-clean").config
-    with_identity = replace(limits, identity_limit=rule_limit)
     table = []
     for r in (r for r in rows if r["method"] == "encoder-clean" and r.get("identity_kept") is not None):
         collapse = collapse_score(r["anomaly_index"], r["collapse_gap"], limits)
         kind = (f"{r['attack']} ({r['attack_asr']:.1f})" if counted(r) else f"attack failed ({r['attack_asr']:.1f})") \
             if r["backdoor"] else "no"
-        gated = window_score(r["anomaly_index"], r["collapse_gap"], r["identity_kept"], with_identity)
-        table.append({"name": r["name"], "split": r["split"], "backdoor": kind, "collapse": f"{collapse:.3f}",
-                      "verdict": "backdoor" if collapse > 1 else "clean", "identity": f"{r['identity_kept']:.3f}",
-                      "gated": f"{gated:.3f}", "gated_verdict": "backdoor" if gated > 1 else "clean",
+        shipped = window_score(r["anomaly_index"], r["collapse_gap"], r["identity_kept"], limits)
+        table.append({"name": r["name"], "part": BLIND if BLIND in r["tags"] else r["split"], "backdoor": kind,
+                      "collapse": f"{collapse:.3f}", "collapse_verdict": "backdoor" if collapse > 1 else "clean",
+                      "identity": f"{r['identity_kept']:.3f}", "standout": f"{r['anomaly_index']:.2f}",
+                      "score": f"{shipped:.3f}", "verdict": "backdoor" if shipped > 1 else "clean",
                       "seconds": f"{r['seconds']:.0f}"})
-    publish("scan-identity", "scan: the shipped verdict and the identity limit, per rebuilt member", table,
-            [("name", "encoder"), ("split", "split"), ("backdoor", "backdoored (ASR non-target %)"),
-             ("collapse", "score (shipped)"), ("verdict", "verdict"), ("identity", "identity kept"),
-             ("gated", f"score with identity_limit={rule_limit:.2f}"), ("gated_verdict", "verdict"),
-             ("seconds", "s")], notes=args.notes, load=args.load)
+    publish("scan-identity", "scan: the verdict by the collapse alone and with the trigger test, per rebuilt member",
+            table, [("name", "encoder"), ("part", "part"), ("backdoor", "backdoored (ASR non-target %)"),
+                    ("collapse", "collapse score"), ("collapse_verdict", "verdict by it alone"),
+                    ("identity", f"identity kept (limit {limits.identity_limit})"),
+                    ("standout", f"anomaly index (limit {limits.standout_limit})"),
+                    ("score", "score (shipped)"), ("verdict", "verdict"), ("seconds", "s")],
+            notes=args.notes, load=args.load)
 
 
 def publish_results(rows: list[dict], summary: dict, args: argparse.Namespace) -> None:

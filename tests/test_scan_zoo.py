@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -82,16 +83,38 @@ def test_a_cached_scan_is_rescored_with_both_current_limits_beside_its_score(sca
     row = scan_zoo.rescored(cached, "encoder-clean")
     assert (row["anomaly_limit"], row["gap_limit"]) == (config.anomaly_limit, config.gap_limit)
     assert row["score"] == pytest.approx(2.0) and row["verdict"] == "backdoor" and row["rescored"]
+    fragile = scan_zoo.rescored({**cached, "identity_kept": 0.9}, "encoder-clean")  # every image still shows through
+    assert fragile["verdict"] == "clean" and fragile["standout_limit"] == config.standout_limit
 
 
-def test_the_identity_limit_sits_between_the_backdoors_and_the_clean_encoders_it_is_for(scan_zoo):
+def test_the_trigger_limits_sit_between_the_flagged_clean_encoders_and_the_backdoors(scan_zoo):
     config = scan_zoo.get_method("encoder-clean").config
-    far = 2 * config.gap_limit
+    far = 2 * config.gap_limit  # flagged by the collapse gap alone, whatever the anomaly index
 
-    def row(identity, backdoor, gap=far):
-        return {"identity_kept": identity, "backdoor": backdoor, "anomaly_index": 0.0, "collapse_gap": gap}
+    def row(identity, anomaly, backdoor, gap=far):
+        return {"identity_kept": identity, "backdoor": backdoor, "anomaly_index": anomaly, "collapse_gap": gap}
 
-    rows = [row(0.2, True), row(0.4, True), row(0.45, False, gap=0.5), row(0.8, False), row(0.9, False)]
-    assert scan_zoo.identity_limit_from(rows, config) == pytest.approx(0.6)  # (0.4 + 0.8) / 2
-    unflagged = [row(0.2, True), row(0.4, True), row(0.3, False, gap=0.5), row(0.5, False, gap=0.5)]
-    assert scan_zoo.identity_limit_from(unflagged, config) == pytest.approx(0.45)  # (0.4 + 0.5) / 2
+    rows = [row(0.7, 1.0, False), row(0.5, 2.0, False),  # fragile clean encoders: kept 0.5 at least, out by 2.0 at most
+            row(0.1, 1.0, True), row(0.3, 3.9, True),  # erasing backdoors (3.9 is not more than twice 2.0)
+            row(0.6, 6.0, True), row(0.45, 8.0, True),  # backdoors whose window stands out
+            row(0.2, 0.5, False, gap=0.5)]  # a clean encoder the collapse figures pass: no say
+    assert scan_zoo.trigger_limits_from(rows, config) == pytest.approx((0.4, 4.0))  # (0.3+0.5)/2, (2.0+6.0)/2
+    erasing_only = [r for r in rows if r["anomaly_index"] < 5]
+    assert scan_zoo.trigger_limits_from(erasing_only, config) == (0.4, math.inf)
+    assert scan_zoo.trigger_limits_from(rows[2:], config) == (1.0, math.inf)  # nothing to set them against
+
+
+def test_the_blind_part_is_summarised_alone_and_out_of_the_older_part(scan_zoo):
+    rows = [{"name": "old", "method": "m", "split": "held-out", "tags": []},
+            {"name": "new", "method": "m", "split": "held-out", "tags": ["fresh"]},
+            {"name": "blind", "method": "m", "split": "held-out", "tags": ["fast", "blind"]}]
+    scopes = scan_zoo.comparison_scopes(rows, ["m"])
+    assert [(label, names) for _, label, names in scopes] == [
+        ("m", {"old", "new", "blind"}), ("m, fresh part only", {"new"}), ("m, blind part only", {"blind"}),
+        ("m, older part only", {"old"})]
+
+
+def test_every_blind_member_was_named_into_the_held_out_part(scan_zoo):
+    blind = [m for m in scan_zoo.zoo("folder:/nowhere") if scan_zoo.BLIND in m.tags]
+    assert len(blind) == 12 and sum(m.backdoor for m in blind) == 6
+    assert all(scan_zoo.split_of(m.name) == scan_zoo.HELD_OUT for m in blind)
