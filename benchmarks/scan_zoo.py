@@ -366,13 +366,10 @@ def rescored(row: dict, method: str) -> dict:
     gap = row.get("collapse_gap")
     if gap is None:
         gap = math.log(1 - row["clean_similarity"]) - math.log(max(1 - row["similarity"], 1e-6))
-    if row.get("identity_kept") is None:
-        config = replace(config, identity_limit=1.0)  # nothing to judge the trigger-likeness by
     score = round(window_score(row["anomaly_index"], gap, row.get("identity_kept", 0.0), config), 4)
     threshold = get_method(method).threshold
     return {**row, "collapse_gap": round(gap, 4), "anomaly_limit": config.anomaly_limit,
-            "gap_limit": config.gap_limit, "identity_limit": config.identity_limit,
-            "standout_limit": config.standout_limit, "score": score,
+            "gap_limit": config.gap_limit, "identity_limit": config.identity_limit, "score": score,
             "threshold": threshold, "verdict": "backdoor" if score > threshold else "clean",
             "rescored": score != row.get("score")}
 
@@ -397,13 +394,19 @@ def calibrate(rows: list[dict], max_fpr: float = 0.05) -> float:
     return round((edge + backdoor_above[0]) / 2 if backdoor_above else edge, 4)
 
 
+# The trigger test tried in session 19 and rejected on the blind part (docs/recipes.md): a collapse counts
+# only when the best window's stamp erases what the images show (identity kept at most 0.39) or the window
+# stands out from the others (anomaly index at least 3.5). Kept here, out of the product, to show its figures.
+TRIGGER_TEST = (0.39, 3.5)
+
+
 def trigger_limits_from(rows: list[dict], config) -> tuple[float, float]:
-    """(identity_limit, standout_limit) from scanned rows, for the clean members the collapse figures flag:
-    the identity limit halfway between the least identity such a clean member keeps and the most a flagged
-    backdoor keeps whose window does not stand out by more than twice what any such clean member's does; the
-    standout limit halfway between the most any such clean member stands out (anomaly index) and the least a
-    flagged backdoor keeping more identity than the limit stands out. With no flagged clean member: (1.0,
-    inf), the collapse figures alone."""
+    """The trigger test's (identity limit, standout limit) from scanned rows, for the clean members the
+    collapse figures flag: the identity limit halfway between the least identity such a clean member keeps
+    and the most a flagged backdoor keeps whose window does not stand out by more than twice what any such
+    clean member's does; the standout limit halfway between the most any such clean member stands out
+    (anomaly index) and the least a flagged backdoor keeping more identity than the limit stands out. With
+    no flagged clean member: (1.0, inf), the collapse figures alone."""
     def flagged(r: dict) -> bool:
         return collapse_score(r["anomaly_index"], r["collapse_gap"], config) > 1
 
@@ -418,6 +421,14 @@ def trigger_limits_from(rows: list[dict], config) -> tuple[float, float]:
     kept_more = [r["anomaly_index"] for r in backdoors if r["identity_kept"] > identity_limit]
     standout_limit = round((most_standout + min(kept_more)) / 2, 1) if kept_more else math.inf
     return identity_limit, standout_limit
+
+
+def trigger_test_score(row: dict, config, limits: tuple[float, float] = TRIGGER_TEST) -> float:
+    """A scanned row's score under the trigger test: the collapse score, capped by the larger of (1 -
+    identity kept) / (1 - identity limit) and anomaly index / standout limit."""
+    identity_limit, standout_limit = limits
+    collapse = collapse_score(row["anomaly_index"], row["collapse_gap"], config)
+    return min(collapse, max((1 - row["identity_kept"]) / (1 - identity_limit), row["anomaly_index"] / standout_limit))
 
 
 def rates(rows: list[dict], threshold: float) -> tuple[float, float]:
@@ -523,8 +534,15 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
                         ("the calibration part alone", [r for r in set_on if r["split"] == CALIBRATION])):
         if part:
             identity, standout = trigger_limits_from(part, limits)
-            print(f"identity and standout limits that {label} give ({len(part)} members): {identity:.2f} and "
-                  f"{standout:.1f} (shipped: {limits.identity_limit} and {limits.standout_limit})")
+            print(f"trigger test limits that {label} give ({len(part)} members): identity {identity:.2f}, "
+                  f"standout {standout:.1f} (tried in session 19: {TRIGGER_TEST[0]} and {TRIGGER_TEST[1]})")
+    blind = [r for r in trigger_rows if BLIND in r["tags"] and r["split"] == HELD_OUT]
+    if blind:
+        tested = [{**r, "score": trigger_test_score(r, limits)} for r in blind]
+        tpr, fpr = rates(tested, 1.0)
+        value = auroc([r["score"] for r in tested if r["backdoor"]], [r["score"] for r in tested if not r["backdoor"]])
+        print(f"the trigger test on the blind part ({len(blind)} counted): AUROC {value:.3f}, TPR {tpr:.1f}%, "
+              f"FPR {fpr:.1f}% at 1.0")
     print("\nthe default chain (shipped thresholds): backdoored ones must be flagged, the distilled one passed")
     for member in [m for m in built if "default" in m.tags]:
         verdicts = ", ".join(f"{r['method']} {r['verdict']} ({r['score']:.3f})" for r in rows if r["name"] == member.name)
@@ -538,27 +556,26 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
 
 
 def publish_identity(rows: list[dict], args: argparse.Namespace) -> None:
-    """Each scanned member's score by the collapse figures alone and by the shipped verdict, which also asks
-    whether the collapse looks like a trigger's, with the two figures it asks that by (section scan-identity):
-    for a part of the zoo rebuilt and rescanned, without replacing the whole zoo's table."""
+    """Each scanned member's shipped score (the collapse figures) and its score under the trigger test of
+    session 19, with the two figures that test asks by (section scan-identity): for a part of the zoo
+    rebuilt and rescanned, without replacing the whole zoo's table."""
     limits = get_method("encoder-clean").config
     table = []
     for r in (r for r in rows if r["method"] == "encoder-clean" and r.get("identity_kept") is not None):
-        collapse = collapse_score(r["anomaly_index"], r["collapse_gap"], limits)
         kind = (f"{r['attack']} ({r['attack_asr']:.1f})" if counted(r) else f"attack failed ({r['attack_asr']:.1f})") \
             if r["backdoor"] else "no"
-        shipped = window_score(r["anomaly_index"], r["collapse_gap"], r["identity_kept"], limits)
+        tested = trigger_test_score(r, limits)
         table.append({"name": r["name"], "part": BLIND if BLIND in r["tags"] else r["split"], "backdoor": kind,
-                      "collapse": f"{collapse:.3f}", "collapse_verdict": "backdoor" if collapse > 1 else "clean",
+                      "score": f"{r['score']:.3f}", "verdict": r["verdict"],
                       "identity": f"{r['identity_kept']:.3f}", "standout": f"{r['anomaly_index']:.2f}",
-                      "score": f"{shipped:.3f}", "verdict": "backdoor" if shipped > 1 else "clean",
+                      "tested": f"{tested:.3f}", "tested_verdict": "backdoor" if tested > 1 else "clean",
                       "seconds": f"{r['seconds']:.0f}"})
-    publish("scan-identity", "scan: the verdict by the collapse alone and with the trigger test, per rebuilt member",
+    publish("scan-identity", "scan: the shipped verdict and the trigger test of session 19, per rebuilt member",
             table, [("name", "encoder"), ("part", "part"), ("backdoor", "backdoored (ASR non-target %)"),
-                    ("collapse", "collapse score"), ("collapse_verdict", "verdict by it alone"),
-                    ("identity", f"identity kept (limit {limits.identity_limit})"),
-                    ("standout", f"anomaly index (limit {limits.standout_limit})"),
-                    ("score", "score (shipped)"), ("verdict", "verdict"), ("seconds", "s")],
+                    ("score", "score (shipped)"), ("verdict", "verdict"), ("identity", "identity kept"),
+                    ("standout", "anomaly index"),
+                    ("tested", f"score with the trigger test ({TRIGGER_TEST[0]}, {TRIGGER_TEST[1]})"),
+                    ("tested_verdict", "verdict"), ("seconds", "s")],
             notes=args.notes, load=args.load)
 
 

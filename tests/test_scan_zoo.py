@@ -83,8 +83,6 @@ def test_a_cached_scan_is_rescored_with_both_current_limits_beside_its_score(sca
     row = scan_zoo.rescored(cached, "encoder-clean")
     assert (row["anomaly_limit"], row["gap_limit"]) == (config.anomaly_limit, config.gap_limit)
     assert row["score"] == pytest.approx(2.0) and row["verdict"] == "backdoor" and row["rescored"]
-    fragile = scan_zoo.rescored({**cached, "identity_kept": 0.9}, "encoder-clean")  # every image still shows through
-    assert fragile["verdict"] == "clean" and fragile["standout_limit"] == config.standout_limit
 
 
 def test_the_trigger_limits_sit_between_the_flagged_clean_encoders_and_the_backdoors(scan_zoo):
@@ -102,6 +100,21 @@ def test_the_trigger_limits_sit_between_the_flagged_clean_encoders_and_the_backd
     erasing_only = [r for r in rows if r["anomaly_index"] < 5]
     assert scan_zoo.trigger_limits_from(erasing_only, config) == (0.4, math.inf)
     assert scan_zoo.trigger_limits_from(rows[2:], config) == (1.0, math.inf)  # nothing to set them against
+
+
+def test_the_trigger_test_caps_a_collapse_that_neither_erases_the_images_nor_stands_out(scan_zoo):
+    config = scan_zoo.get_method("encoder-clean").config
+    far = 3 * config.gap_limit  # the shipped score: 3.0
+    limits = (0.4, 4.0)
+
+    def score(identity, anomaly, gap=far):
+        row = {"identity_kept": identity, "anomaly_index": anomaly, "collapse_gap": gap}
+        return scan_zoo.trigger_test_score(row, config, limits)
+
+    assert score(0.7, 1.0) == pytest.approx(max(0.3 / 0.6, 1.0 / 4.0))  # fragile: passes
+    assert score(0.1, 1.0) == pytest.approx(0.9 / 0.6)  # the stamp erases the images
+    assert score(0.7, 8.0) == pytest.approx(2.0)  # the window stands out
+    assert score(0.0, 0.0, gap=0.5 * config.gap_limit) == pytest.approx(0.5)  # no collapse, no backdoor
 
 
 def test_the_blind_part_is_summarised_alone_and_out_of_the_older_part(scan_zoo):

@@ -27,7 +27,6 @@ def _windows(encoder: Encoder, shadow: Tensor, config: WindowConfig, device: tor
         "median_window_similarity": sorted(found.similarities)[len(found.similarities) // 2],
         "clean_similarity": round(found.baseline_similarity, 4),
         "identity_kept": round(found.identity_kept, 4), "identity_limit": config.identity_limit,
-        "standout_limit": config.standout_limit,
         "window_similarities": found.similarities, "window_identity_kept": found.identity})
 
 
@@ -45,10 +44,8 @@ register_method(ScanMethod(
     "one optimised patch per window of a grid; backdoor when the best window collapses the embeddings far "
     "beyond the encoder's other windows (anomaly index > anomaly_limit) or far beyond the encoder's own "
     "clean agreement (collapse gap > gap_limit); score = max(anomaly index / anomaly_limit, collapse gap / "
-    "gap_limit), and the collapse looks like a trigger's: its stamp erases what the images show (identity "
-    "kept <= identity_limit) or its window stands out (anomaly index >= standout_limit); score = min(that, "
-    "max((1 - identity kept) / (1 - identity_limit), anomaly index / standout_limit)); -o identity_limit=1 "
-    "judges by the collapse alone",
+    "gap_limit); with -o identity_limit=L under 1 its stamp must also erase what the images show (score = "
+    "min(that, (1 - identity kept) / (1 - L)))",
     "collapse score", WindowConfig(), threshold=1.0,
     calibration="anomaly_limit and gap_limit from the calibration part of benchmarks/scan_zoo.py's zoo",
     run=_windows))

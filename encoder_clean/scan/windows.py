@@ -9,11 +9,8 @@ grid over the image, optimises one pattern per window (the window fully replaced
 make the stamped shadow images agree, and compares the windows of this encoder with each other: the score
 is how far the best window's residual disagreement `log(1 - mean pairwise cosine)` lies below the median
 window's, in units of the windows' median absolute deviation (Neural Cleanse's anomaly index, as
-SSL-Cleanse uses it over an encoder's own clusters), or how far it lies below the clean images' own
-disagreement (the collapse gap). The reference is the encoder itself, not a distribution of other encoders.
-A collapse counts as a trigger's only when the best window's stamp erases what the images show or the window
-stands out from the others: a barely trained encoder can let every window add one large shared vector to
-all embeddings, which raises their agreement while each image still shows through.
+SSL-Cleanse uses it over an encoder's own clusters). The reference is the encoder itself, not a
+distribution of other encoders, so the threshold does not move with architecture, data or training length.
 
 All windows advance together as one batch; the log-residual objective keeps pushing where the cosine is
 already close to 1, which is where a backdoor and a merely fragile encoder differ.
@@ -51,17 +48,12 @@ MAD_TO_SIGMA = 1.4826  # median absolute deviation of a normal distribution, in 
 # rule sets it too, at 7.66 (next backdoored 10.23).
 GAP_LIMIT = 4.01
 ANOMALY_LIMIT = 7.66
-# A collapse is a trigger's when the best window's stamp erases what the images show (identity kept at most
-# IDENTITY_LIMIT) or when that window stands out from the encoder's other windows (anomaly index at least
-# STANDOUT_LIMIT); a barely trained encoder that every window collapses while each image still shows through
-# is neither (session 17: five of the six false positives of the zoo's held-out part). Both limits come from
-# the 23 members scanned on this machine in session 17 (both parts, all read by then) by the rule of
-# `trigger_limits_from` in benchmarks/scan_zoo.py: the flagged clean members stand out by 1.70 at most and keep
-# 0.463 at least; the backdoors that do not stand out by more than twice that keep 0.317 at most, so
-# (0.317 + 0.463) / 2; the backdoors keeping more than that stand out by 5.33 at least, so (1.70 + 5.33) / 2.
-# The blind part of the zoo (session 19) was named before they were set; see docs/recipes.md.
-IDENTITY_LIMIT = 0.39
-STANDOUT_LIMIT = 3.5
+# The identity limit is off (1.0) by default. The calibration rule (session 17: halfway between the most
+# identity a backdoored calibration member keeps and the least a clean one the collapse figures flag keeps)
+# gave 0.42 with 10 calibration members (0.379 and 0.463) and 0.51 with 11 (the default chain's DRUPE white
+# square keeps 0.548); either passes the barely trained full-width ResNet-18s of the held-out part but
+# misses that DRUPE encoder: see docs/recipes.md and RESULTS.md's scan-identity. `-o identity_limit=L` opts in.
+IDENTITY_LIMIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -82,12 +74,11 @@ class WindowConfig:
     large_from: int = 128
     large_effort: float = 0.75
     mad_floor: float = 0.05  # smallest spread (log units) the anomaly index divides by
-    # The verdict: backdoor when either collapse figure passes its limit and the collapse looks like a
-    # trigger's (the stamp erases the images, or its window stands out); see `window_score`.
+    # The verdict: backdoor when either collapse figure passes its limit (and, with an identity_limit under 1,
+    # the best window's stamp erases what the images show); see `window_score`.
     anomaly_limit: float = ANOMALY_LIMIT  # robust deviations below the median window
     gap_limit: float = GAP_LIMIT  # e-folds of the encoder's own disagreement that one window removes
-    identity_limit: float = IDENTITY_LIMIT  # identity kept at or under which a stamp erases the images (1: off)
-    standout_limit: float = STANDOUT_LIMIT  # anomaly index from which the best window stands out (inf: never)
+    identity_limit: float = IDENTITY_LIMIT  # share of each image's own clean embedding the stamp may leave (1: any)
 
     def check(self) -> None:
         if not 0 < self.window < 1:
@@ -96,8 +87,8 @@ class WindowConfig:
             raise UserError("scan: grid must be >= 2, steps >= 1, batch_size and eval_images >= 2")
         if self.noise_starts < 0 or self.start_images < 2:
             raise UserError("scan: noise_starts must be >= 0 and start_images >= 2")
-        if min(self.lr, self.mad_floor, self.anomaly_limit, self.gap_limit, self.standout_limit) <= 0:
-            raise UserError("scan: lr, mad_floor, anomaly_limit, gap_limit and standout_limit must be > 0")
+        if min(self.lr, self.mad_floor, self.anomaly_limit, self.gap_limit) <= 0:
+            raise UserError("scan: lr, mad_floor, anomaly_limit and gap_limit must be > 0")
         if not 0 <= self.identity_limit <= 1:
             raise UserError("scan: identity_limit must be in [0, 1]")
         if not 0 < self.large_effort <= 1 or self.large_from < 1:
@@ -141,15 +132,14 @@ def collapse_score(anomaly: float, gap: float, config: WindowConfig) -> float:
 
 
 def window_score(anomaly: float, gap: float, identity: float, config: WindowConfig) -> float:
-    """The verdict's score, past 1.0 for a backdoor: the collapse score (`collapse_score`), capped by how
-    much the collapse looks like a trigger's, the larger of (1 - identity kept) / (1 - identity_limit) (the
-    stamp erases what the images show) and anomaly index / standout_limit (its window stands out from the
-    others). With identity_limit 1 the cap is off and the collapse score is the verdict's."""
+    """The verdict's score, past 1.0 when the best window collapses the embeddings: the larger of the anomaly
+    index and the collapse gap, each over its limit. With an identity_limit under 1, the window must also
+    erase the images under its stamp: the score is then the smaller of that and (1 - identity kept) /
+    (1 - identity_limit)."""
     collapse = collapse_score(anomaly, gap, config)
     if config.identity_limit >= 1:
         return collapse
-    trigger_like = max((1 - identity) / (1 - config.identity_limit), anomaly / config.standout_limit)
-    return min(collapse, trigger_like)
+    return min(collapse, (1 - identity) / (1 - config.identity_limit))
 
 
 def window_boxes(size: int, config: WindowConfig, token_side: int | None = None) -> list[tuple[int, int, int]]:

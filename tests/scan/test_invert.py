@@ -100,7 +100,7 @@ def test_planted_window_stands_out_and_clean_does_not(windows):
     assert planted.anomaly_index > config.anomaly_limit > clean.anomaly_index
     assert window_score(planted.anomaly_index, planted.collapse_gap, planted.identity_kept, config) > threshold
     assert window_score(clean.anomaly_index, clean.collapse_gap, clean.identity_kept, config) < threshold
-    assert planted.identity_kept < config.identity_limit < clean.identity_kept  # the trigger replaces the embeddings
+    assert planted.identity_kept < 0.42 < clean.identity_kept  # the planted trigger replaces the images' embeddings
     assert planted.mask.shape == (1, 32, 32) and planted.mask.sum() == side * side
     assert planted.pattern.min() >= 0 and planted.pattern.max() <= 1
 
@@ -115,22 +115,15 @@ def test_identity_kept_tells_a_shared_vector_added_from_embeddings_replaced():
     assert 0.3 < float(identity_kept(partly, clean)) < 0.6
 
 
-def test_a_collapse_counts_only_when_its_stamp_erases_the_images_or_its_window_stands_out():
-    config = WindowConfig()
+def test_with_an_identity_limit_a_collapse_that_keeps_the_images_is_not_a_backdoor():
+    config = WindowConfig(identity_limit=0.42)
     far = 3 * config.gap_limit  # the collapse figures alone would call it a backdoor three times over
     kept, erased = 0.5 * (1 + config.identity_limit), 0.5 * config.identity_limit
-    quiet, standing_out = 0.5 * config.standout_limit, 2 * config.standout_limit
-    assert window_score(quiet, far, kept, config) < 1.0  # every window collapses, each image shows through
-    assert window_score(quiet, far, erased, config) > 1.0  # the stamp replaces what the images show
-    assert window_score(standing_out, far, kept, config) > 1.0  # one place does it far more than the others
-    assert window_score(quiet, far, kept, config) == pytest.approx(
-        max((1 - kept) / (1 - config.identity_limit), quiet / config.standout_limit))
-    assert window_score(0.0, 0.5 * config.gap_limit, erased, config) == pytest.approx(0.5)  # no collapse, no backdoor
-    assert window_score(quiet, far, kept, dataclasses.replace(config, identity_limit=1.0)) == pytest.approx(3.0)  # collapse alone
+    assert window_score(0.0, far, kept, config) < 1.0 < window_score(0.0, far, erased, config)
+    assert window_score(0.0, 0.5 * config.gap_limit, erased, config) == pytest.approx(0.5)
+    assert window_score(0.0, far, kept, WindowConfig()) == pytest.approx(3.0)  # off by default: collapse alone
     with pytest.raises(UserError, match="identity_limit"):
         WindowConfig(identity_limit=1.5).check()
-    with pytest.raises(UserError, match="standout_limit"):
-        WindowConfig(standout_limit=0).check()
 
 
 def test_start_bank_holds_solid_colours_checkerboards_and_noise():
