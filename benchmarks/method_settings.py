@@ -23,6 +23,11 @@ def batch_sizes(given: list[str], methods: list[str]) -> dict[str, int | None]:
     return {m: int(v) if v else None for m, v in per_method(given, methods, "").items()}
 
 
+def warmup_steps(given: list[str], methods: list[str]) -> dict[str, int | None]:
+    """`N` or `METHOD=N` items as each method's warm-up steps; None keeps `pretrain`'s default."""
+    return {m: int(v) if v else None for m, v in per_method(given, methods, "").items()}
+
+
 def method_options(given: list[str], methods: list[str], parser: argparse.ArgumentParser) -> dict[str, list[str]]:
     """`METHOD:KEY=VALUE` items as each method's list of `KEY=VALUE` settings (as `pretrain -o` takes)."""
     options: dict[str, list[str]] = {m: [] for m in methods}

@@ -7,8 +7,8 @@ the pre-training data and, for built-in data, the other family) with a linear pr
 trigger and target 0. With --publish the table goes to benchmarks/RESULTS.md (section `ssl-methods`).
 
     python benchmarks/ssl_methods.py [--methods simclr mocov2 byol] [--epochs 3] [--data builtin:shapes]
-        [--batch-size byol=32] [--option byol:tau=0 ...] [--eval-data SPEC ...] [--arch resnet18-cifar-w16]
-        [--out-dir benchmarks/cache] [--section ssl-methods] [--publish [--load TEXT]]
+        [--batch-size byol=32] [--warmup-steps byol=93] [--option byol:tau=0 ...] [--eval-data SPEC ...]
+        [--arch resnet18-cifar-w16] [--out-dir benchmarks/cache] [--section ssl-methods] [--publish [--load TEXT]]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import encoder_clean as ec
-from method_settings import batch_sizes, method_options, pretrain_config, run_tag, settings_of
+from method_settings import batch_sizes, method_options, pretrain_config, run_tag, settings_of, warmup_steps
 from results import add_publish_arguments, publish
 
 FAMILIES = ("builtin:shapes", "builtin:glyphs")
@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--arch", default="resnet18-cifar-w16")
     parser.add_argument("--batch-size", nargs="+", default=[], metavar="[METHOD=]N",
                         help="pre-training batch of every method or one (default: pretrain's)")
+    parser.add_argument("--warmup-steps", nargs="+", default=[], metavar="[METHOD=]N",
+                        help="learning-rate warm-up steps, for every method or one (default: pretrain's)")
     parser.add_argument("--option", action="append", default=[], metavar="METHOD:KEY=VALUE",
                         help="a pre-training setting of one method (as `pretrain -o`)")
     parser.add_argument("--section", default="ssl-methods", help="the RESULTS.md section --publish writes")
@@ -51,11 +53,12 @@ def main() -> None:
     evaluated_on = args.eval_data or ([args.data, *(f for f in FAMILIES if f != args.data)]
                                       if args.data in FAMILIES else [args.data])
     batch = batch_sizes(args.batch_size, args.methods)
+    warmup = warmup_steps(args.warmup_steps, args.methods)
     options = method_options(args.option, args.methods, parser)
     stem = f"{args.arch}_{slug(args.data)}_s{args.seed}"
 
     def settings(method: str) -> str:
-        given = settings_of(batch[method], options[method])
+        given = settings_of(batch[method], options[method]) + ([f"warm-up {warmup[method]}"] if warmup[method] else [])
         return f" ({', '.join(given)})" if given else ""
 
     run = {"device": "cpu", "seed": args.seed}
@@ -65,9 +68,11 @@ def main() -> None:
     encoders = {"random init": random}
     runs = {}
     for method in args.methods:
-        out = args.out_dir / f"{run_tag(method, args.epochs, batch[method], options[method])}_{stem}.safetensors"
+        tag = run_tag(method, args.epochs, batch[method], options[method]) + (f"_w{warmup[method]}" if warmup[method] else "")
+        out = args.out_dir / f"{tag}_{stem}.safetensors"
         started = time.perf_counter()
-        config = pretrain_config(method, args.epochs, batch[method], options[method], arch=args.arch)
+        steps = {"warmup_steps": warmup[method]} if warmup[method] else {}
+        config = pretrain_config(method, args.epochs, batch[method], options[method], arch=args.arch, **steps)
         result = ec.pretrain(args.data, config, **run)
         result.save(out)
         runs[method] = (result, time.perf_counter() - started)

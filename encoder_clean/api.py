@@ -174,6 +174,7 @@ class PretrainConfig:
     epochs: int = 2  # 0: the random initialisation
     batch_size: int = 128
     lr: float = 3e-3  # peak AdamW learning rate (warm-up, then cosine decay)
+    warmup_steps: int = 20  # linear warm-up of the learning rate, at most a tenth of the run
     augment: str = "strong"  # or "simclr" (the SimCLR CIFAR recipe)
     options: Settings = ()  # the method's settings
 
@@ -182,6 +183,8 @@ class PretrainConfig:
             raise UserError(f"epochs {self.epochs}: must be 0 or more")
         if not self.lr > 0:
             raise UserError(f"lr {self.lr}: must be positive")
+        if self.warmup_steps < 0:
+            raise UserError(f"warmup_steps {self.warmup_steps}: must be 0 or more")
 
 
 def pretrain(data: DataLike, config: PretrainConfig = PretrainConfig(), *, device: DeviceLike = "auto",
@@ -194,8 +197,8 @@ def pretrain(data: DataLike, config: PretrainConfig = PretrainConfig(), *, devic
     assignments = to_assignments(config.options)
     method_settings = get_method(config.method).settings(assignments)  # a bad method or setting, up front
     loop = PretrainLoopConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                              augment=augmentation(config.augment), method=config.method,
-                              options=tuple(assignments))
+                              warmup_steps=config.warmup_steps, augment=augmentation(config.augment),
+                              method=config.method, options=tuple(assignments))
     torch_device = _device(device)
     seed_everything(seed)
     dataset = load_data(data, progress)
@@ -207,10 +210,10 @@ def pretrain(data: DataLike, config: PretrainConfig = PretrainConfig(), *, devic
                                  description=f"pretrain {config.arch} ({config.method})")
     recipe = {"data": dataset.name, "arch": config.arch, "method": config.method,
               "option": " ".join(assignments) or None, "epochs": config.epochs, "batch_size": config.batch_size,
-              "lr": config.lr, "augment": config.augment, "seed": seed}
+              "lr": config.lr, "warmup_steps": config.warmup_steps, "augment": config.augment, "seed": seed}
     settings = {"method": config.method, "method_settings": describe_options(method_settings), "data": dataset.name,
-                "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr, "augment": config.augment,
-                "seed": seed}
+                "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
+                "warmup_steps": config.warmup_steps, "augment": config.augment, "seed": seed}
     return TrainResult(encoder, provenance("pretrain", recipe, settings),
                        {"arch": config.arch, "data": dataset.name, **stats}, _since(started))
 

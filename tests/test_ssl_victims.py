@@ -43,6 +43,8 @@ def test_a_method_run_keeps_pretrains_default_batch_unless_given(victims):
     assert (given.method, given.epochs, given.batch_size, given.options, given.arch) == (
         "byol", 3, 32, ("tau=0",), "resnet18-cifar-w16")
     assert settings.settings_of(32, ["tau=0"]) == ["batch 32", "tau=0"] and settings.settings_of(None, []) == []
+    assert settings.warmup_steps(["byol=93"], ["simclr", "byol"]) == {"simclr": None, "byol": 93}
+    assert settings.pretrain_config("byol", 3, 32, [], warmup_steps=93).warmup_steps == 93
 
 
 def row(encoder: str, acc: float, nontarget: float, verdict: str) -> dict:

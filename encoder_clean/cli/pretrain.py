@@ -32,6 +32,7 @@ def pretrain(
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training split; 0 writes the random initialisation.")] = DEFAULTS.epochs,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step (two views each).")] = DEFAULTS.batch_size,
     lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate (warm-up, then cosine decay).")] = DEFAULTS.lr,
+    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Steps of linear learning-rate warm-up, at most a tenth of the run (BYOL's short runs need the whole tenth: see docs/commands.md).")] = DEFAULTS.warmup_steps,
     augment: Annotated[str, typer.Option("--augment", help="Augmentation preset: strong (default; best on built-in data) or simclr (the SimCLR CIFAR recipe).")] = "strong",
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="A setting of the --method, repeatable (see `encoder-clean list methods`).")] = None,
     resume: ResumeOption = False,
@@ -47,7 +48,7 @@ def pretrain(
     output = Output(json_path, quiet)
     check_output(out)
     config = api.PretrainConfig(arch=arch, method=method, epochs=epochs, batch_size=batch_size, lr=lr,
-                                augment=augment, options=tuple(option or ()))
+                                warmup_steps=warmup_steps, augment=augment, options=tuple(option or ()))
     config.check()
     with about("--method", method):
         get_method(method).settings(list(option or ()))
