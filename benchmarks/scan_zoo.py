@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from encoder_clean.data.sampling import balanced_sample
@@ -220,8 +220,9 @@ def zoo(cifar: str) -> list[Member]:
         bd("badencoder", "noise-patch:5@14,3", 5, "clean-cifar-w32-s2", fresh=True),
         bd("drupe", f"{LOGO}@4,20", 9, "clean-cifar-w8-s0", fresh=True),
     ]
-    # The blind part's attacks (session 19): target classes 2, 4, 6 and 8, new places and sizes; two on
-    # parents scanned before (their children were not).
+    # The blind part's attacks (session 19): target classes 2, 4, 6 and 8, new places and sizes (the white
+    # square 6 px, not the 5 px first named, whose name hashed into the calibration part); two on parents
+    # scanned before (their children were not).
     members += [
         bd("badencoder", "white-square:6@20,20", 2, "clean-glyphs-w16-s22", part=BLIND),
         bd("drupe", "checkerboard:8@4,16", 6, "clean-cifar-w16-s20", part=BLIND),
