@@ -32,7 +32,7 @@ def pretrain(
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training split; 0 writes the random initialisation.")] = DEFAULTS.epochs,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step (two views each).")] = DEFAULTS.batch_size,
     lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate (warm-up, then cosine decay).")] = DEFAULTS.lr,
-    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Steps of linear learning-rate warm-up, at most a tenth of the run (BYOL's short runs need the whole tenth: see docs/commands.md).")] = DEFAULTS.warmup_steps,
+    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Steps of linear learning-rate warm-up, at most a tenth of the run (docs/commands.md has BYOL's short-run figures with the whole tenth).")] = DEFAULTS.warmup_steps,
     augment: Annotated[str, typer.Option("--augment", help="Augmentation preset: strong (default; best on built-in data) or simclr (the SimCLR CIFAR recipe).")] = "strong",
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", metavar="KEY=VALUE", help="A setting of the --method, repeatable (see `encoder-clean list methods`).")] = None,
     resume: ResumeOption = False,
