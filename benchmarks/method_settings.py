@@ -18,14 +18,13 @@ def per_method(given: list[str], methods: list[str], default: str) -> dict[str, 
     return values
 
 
-def batch_sizes(given: list[str], methods: list[str]) -> dict[str, int | None]:
-    """`N` or `METHOD=N` items as each method's batch size; None keeps `pretrain`'s default."""
+def optional_counts(given: list[str], methods: list[str]) -> dict[str, int | None]:
+    """`N` or `METHOD=N` items as one whole number per method; None where none is given (`pretrain`'s default)."""
     return {m: int(v) if v else None for m, v in per_method(given, methods, "").items()}
 
 
-def warmup_steps(given: list[str], methods: list[str]) -> dict[str, int | None]:
-    """`N` or `METHOD=N` items as each method's warm-up steps; None keeps `pretrain`'s default."""
-    return {m: int(v) if v else None for m, v in per_method(given, methods, "").items()}
+batch_sizes = optional_counts  # each method's batch size
+warmup_steps = optional_counts  # each method's learning-rate warm-up steps
 
 
 def method_options(given: list[str], methods: list[str], parser: argparse.ArgumentParser) -> dict[str, list[str]]:

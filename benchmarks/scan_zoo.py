@@ -176,13 +176,13 @@ def zoo(cifar: str) -> list[Member]:
     by_name = {m.name: m for m in members}
 
     def bd(attack: str, trigger: str, target: int, parent: str, epochs: int = 8, tag: str = "fast",
-           fresh: bool = False, part: str | None = None) -> Member:
+           part: str | None = None) -> Member:
         base = by_name[parent]
         short = short_name(trigger)
         family = base.data.split(":")[1].split("?")[0] if base.data.startswith("builtin") else "cifar"
         reference = f"builtin:{OTHER[family]}" if family in OTHER else base.data
         return poisoned(f"{attack}-{short}-t{target}-e{epochs}-{parent}", base, attack, trigger, target, epochs,
-                        reference, (tag, FRESH) if fresh else (tag, part) if part else (tag,))
+                        reference, (tag, part) if part else (tag,))
 
     # 8 epochs of 4,000 images are about the `fast` preset's step count on the default 10,000 (3 epochs);
     # 16 epochs is the stronger setting.
@@ -210,15 +210,15 @@ def zoo(cifar: str) -> list[Member]:
     # The fresh held-out part's attacks (session 15): new places, sizes, target classes 1, 5 and 9, and
     # the drawn triggers; the full-width ResNet-18s, trained on 1,000 images, get the stronger 16 epochs.
     members += [
-        bd("badencoder", f"{LOGO}@4,20", 1, "clean-cifar-w16-s5", fresh=True),
-        bd("drupe", f"{LOGO}@20,4", 5, "clean-shapes-w16-s0", fresh=True),
-        bd("badencoder", f"{PLUS}@12,2", 9, "clean-glyphs-w8-s7-e6", fresh=True),
-        bd("drupe", f"{PLUS}@2,12", 5, "clean-glyphs-w16-s1", fresh=True),
-        bd("drupe", "noise-patch:6@20,8", 5, "clean-shapes-w16-s6-e2", fresh=True),
-        bd("badencoder", "checkerboard:8@22,22", 1, "clean-shapes-r18-s2", 16, "strong", fresh=True),
-        bd("drupe", "white-square:7@8,8", 1, "clean-glyphs-r18-s2", 16, "strong", fresh=True),
-        bd("badencoder", "noise-patch:5@14,3", 5, "clean-cifar-w32-s2", fresh=True),
-        bd("drupe", f"{LOGO}@4,20", 9, "clean-cifar-w8-s0", fresh=True),
+        bd("badencoder", f"{LOGO}@4,20", 1, "clean-cifar-w16-s5", part=FRESH),
+        bd("drupe", f"{LOGO}@20,4", 5, "clean-shapes-w16-s0", part=FRESH),
+        bd("badencoder", f"{PLUS}@12,2", 9, "clean-glyphs-w8-s7-e6", part=FRESH),
+        bd("drupe", f"{PLUS}@2,12", 5, "clean-glyphs-w16-s1", part=FRESH),
+        bd("drupe", "noise-patch:6@20,8", 5, "clean-shapes-w16-s6-e2", part=FRESH),
+        bd("badencoder", "checkerboard:8@22,22", 1, "clean-shapes-r18-s2", 16, "strong", part=FRESH),
+        bd("drupe", "white-square:7@8,8", 1, "clean-glyphs-r18-s2", 16, "strong", part=FRESH),
+        bd("badencoder", "noise-patch:5@14,3", 5, "clean-cifar-w32-s2", part=FRESH),
+        bd("drupe", f"{LOGO}@4,20", 9, "clean-cifar-w8-s0", part=FRESH),
     ]
     # The blind part's attacks (session 19): target classes 2, 4, 6 and 8, new places and sizes (the white
     # square 6 px, not the 5 px first named, whose name hashed into the calibration part); two on parents
