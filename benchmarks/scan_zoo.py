@@ -53,6 +53,7 @@ NPZ_TRIGGER = "sample_triggers/trigger_pt_white_21_10_ap_replace.npz"
 LOGO, PLUS = "sample_triggers/colour_logo_7x7.png", "sample_triggers/plus_9x9.png"
 FRESH = "fresh"  # the tag of the members made in session 15 as a fresh held-out part
 BLIND = "blind"  # the tag of the members made in session 19, after every earlier scan had been read
+BLIND2 = "blind2"  # the tag of the members made in session 20, after the blind part had been read too
 TRAIN_IMAGES = 4000  # zoo members (not the default chain) pre-train and poison on this many images
 SHADOW_IMAGES = 1000
 CALIBRATION, HELD_OUT = "calibration", "held-out"
@@ -172,6 +173,16 @@ def zoo(cifar: str) -> list[Member]:
         clean("clean-glyphs-w16-s22", builtin("glyphs"), SMALL, 22, tags=(BLIND,)),
         clean("clean-cifar-w16-s20", cifar, SMALL, 20, tags=(BLIND,)),
         clean("clean-shapes-w8-s20", builtin("shapes"), "resnet10-cifar-w8", 20, tags=(BLIND,)),
+        # Session 20: a second blind part (BLIND2), named before anything of it was built or any verdict change
+        # was set, after every member above had been read. Seeds from 30 on, the first whose names hash into
+        # the held-out part; weighted to the kinds the shipped verdict gets wrong: two more barely trained
+        # full-width ResNet-18s, three ResNet-10-w8s (two near misses in session 19), one of each on real CIFAR-10.
+        clean("clean-shapes-r18-s30", "builtin:shapes?train=1000", "resnet18-cifar", 30, epochs=2, tags=(BLIND2,)),
+        clean("clean-glyphs-r18-s31", "builtin:glyphs?train=1000", "resnet18-cifar", 31, epochs=2, tags=(BLIND2,)),
+        clean("clean-shapes-w8-s30", builtin("shapes"), "resnet10-cifar-w8", 30, tags=(BLIND2,)),
+        clean("clean-glyphs-w8-s31", builtin("glyphs"), "resnet10-cifar-w8", 31, tags=(BLIND2,)),
+        clean("clean-cifar-w16-s30", cifar, SMALL, 30, tags=(BLIND2,)),
+        clean("clean-cifar-w8-s30", cifar, "resnet10-cifar-w8", 30, tags=(BLIND2,)),
     ]
     by_name = {m.name: m for m in members}
 
@@ -230,6 +241,16 @@ def zoo(cifar: str) -> list[Member]:
         bd("drupe", "noise-patch", 8, "clean-glyphs-w16-s22", part=BLIND),
         bd("badencoder", f"{LOGO}@16,6", 6, "clean-shapes-w8-s20", part=BLIND),
         bd("drupe", "white-square", 2, "clean-shapes-w16-s1", part=BLIND),
+    ]
+    # The second blind part's attacks (session 20): a backdoored full-width ResNet-18 (the stronger 16 epochs,
+    # as the fresh part's), new places and sizes, targets 2, 4 and 8.
+    members += [
+        bd("badencoder", "white-square:8@3,3", 4, "clean-shapes-r18-s30", 16, "strong", part=BLIND2),
+        bd("drupe", "checkerboard:5@24,4", 8, "clean-shapes-w8-s30", part=BLIND2),
+        bd("badencoder", "noise-patch:7@6,22", 2, "clean-glyphs-w8-s31", part=BLIND2),
+        bd("drupe", "white-square:5@22,10", 4, "clean-cifar-w16-s30", part=BLIND2),
+        bd("badencoder", f"{PLUS}@10,18", 8, "clean-cifar-w8-s30", part=BLIND2),
+        bd("drupe", f"{LOGO}@12,22", 2, "clean-shapes-w16-s2", part=BLIND2),
     ]
     # BadEncoder and DRUPE on the trained ViTs as the ViT study planted them: 100 references of the ViT's own
     # family for 6 epochs (with the preset's 10 references the trigger took next to those 10 images only)
