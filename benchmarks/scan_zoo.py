@@ -374,24 +374,79 @@ def scan_member(store: Zoo, member: Member, method: str, shadows: dict, args: ar
                            config=scan_config(method, options))
         cached.write_text(json.dumps(outcome.row(), indent=2))
         print(f"scanned {member.name} ({method}): score {outcome.score:.4f} in {outcome.seconds:.1f} s", flush=True)
-    return rescored(json.loads(cached.read_text()), method)
+    row = json.loads(cached.read_text())
+    if method == "encoder-clean" and "offset" not in row and args.cues:
+        row = {**row, **rederived_cues(store, member, row, shadows)}
+    return rescored(row, method)
+
+
+def rederived_cues(store: Zoo, member: Member, row: dict, shadows: dict) -> dict:
+    """The fragility cues (encoder_clean/scan/fragility.py) of a window scan cached before the scan measured
+    them: the best window's pattern found again as the scan finds it (the start bank on 16 images, 30 steps
+    of 8), on 900 shadow images, and the cues measured on 64 others. Cached as NAME.cues.json and marked
+    `cues: re-derived` in the row, since the pattern is not the scan's own."""
+    import torch
+
+    from encoder_clean.data.augment import to_float
+    from encoder_clean.scan.fragility import cues, log_residual
+    from encoder_clean.scan.invert import mean_pairwise_cosine
+    from encoder_clean.scan.windows import WindowConfig, start_bank
+
+    cached = store.folder / f"{member.name}.cues.json"
+    if not cached.exists():
+        started = time.perf_counter()
+        encoder = load_encoder(str(store.path(member)), device="cpu").encoder.eval().requires_grad_(False)
+        shadow, size, config = shadow_for(member.data, shadows), encoder.image_size, WindowConfig()
+        top, left, side = (row["window"][key] for key in ("top", "left", "size"))
+        mask = torch.zeros(1, size, size)
+        mask[:, top:top + side, left:left + side] = 1
+        g = torch.Generator().manual_seed(0)
+        order = torch.randperm(len(shadow), generator=g)
+        search, held = order[:900], order[900:900 + config.eval_images]
+        with torch.no_grad():
+            bank = start_bank(size, config.noise_starts, g)
+            tried = to_float(shadow[search[:config.start_images]], size)
+            agreement = [float(mean_pairwise_cosine(encoder.features((1 - mask) * tried + mask * (torch.tanh(b) + 1) / 2)))
+                         for b in bank]
+        logit = bank[int(torch.tensor(agreement).argmax())].clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([logit], lr=config.lr, betas=(0.5, 0.9))
+        for _ in range(config.steps):
+            images = to_float(shadow[search[torch.randint(0, len(search), (config.batch_size,), generator=g)]], size)
+            loss = log_residual(encoder.features((1 - mask) * images + mask * (torch.tanh(logit) + 1) / 2).float())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        pattern = (torch.tanh(logit.detach()) + 1) / 2 * mask
+        images = to_float(shadow[held], size)
+        with torch.no_grad():
+            clean = encoder.features(images).float()
+            residual = float(log_residual(encoder.features((1 - mask) * images + pattern).float()))
+        offset, kept = cues(encoder, images, clean, mask, pattern, residual)
+        cached.write_text(json.dumps({"offset": round(offset, 4), "blur_kept": round(kept, 4),
+                                      "seconds": round(time.perf_counter() - started, 1)}, indent=2))
+        print(f"re-derived the cues of {member.name}: offset {offset:.2f}, blur kept {kept:.3f}", flush=True)
+    found = json.loads(cached.read_text())
+    return {"offset": found["offset"], "blur_kept": found["blur_kept"], "cues": "re-derived"}
 
 
 def rescored(row: dict, method: str) -> dict:
     """A cached window scan scored with the method's limits as they are now (the search is unchanged by a
     new limit, only the verdict's arithmetic). Scans cached before the method had its collapse gap get it
     from the figures they stored (similarities rounded to 5 decimals, the clean similarity to 4); scans
-    cached before it measured the identity kept are scored by their collapse figures alone."""
+    cached before it measured the identity kept are scored by their collapse figures alone, and those without
+    the fragility cues (offset, blur kept) by the gap without the cues' cap."""
     if method != "encoder-clean":
         return row
     config = get_method(method).config
     gap = row.get("collapse_gap")
     if gap is None:
         gap = math.log(1 - row["clean_similarity"]) - math.log(max(1 - row["similarity"], 1e-6))
-    score = round(window_score(row["anomaly_index"], gap, row.get("identity_kept", 0.0), config), 4)
+    cues = (row["offset"], row["blur_kept"]) if "offset" in row else (math.inf, 0.0)  # without them: the gap alone
+    score = round(window_score(row["anomaly_index"], gap, row.get("identity_kept", 0.0), config, *cues), 4)
     threshold = get_method(method).threshold
     return {**row, "collapse_gap": round(gap, 4), "anomaly_limit": config.anomaly_limit,
-            "gap_limit": config.gap_limit, "identity_limit": config.identity_limit, "score": score,
+            "gap_limit": config.gap_limit, "identity_limit": config.identity_limit, "offset_limit": config.offset_limit,
+            "blur_limit": config.blur_limit, "score": score,
             "threshold": threshold, "verdict": "backdoor" if score > threshold else "clean",
             "rescored": score != row.get("score")}
 
@@ -445,6 +500,28 @@ def trigger_limits_from(rows: list[dict], config) -> tuple[float, float]:
     return identity_limit, standout_limit
 
 
+def cue_limits_from(rows: list[dict], config) -> tuple[float, float]:
+    """The fragility cues' (offset limit, blur limit) from scanned rows with cues, by the rule of the other
+    limits, on the members whose collapse gap passes its limit while no window stands out (the collapses
+    the cues judge): the offset limit halfway between the largest offset of such a clean member and the
+    next such backdoor's above it; the blur limit halfway between the least blur kept of such a clean member
+    and the most kept by such a backdoor the offset limit misses. With no such clean member: (0.0, 0.0),
+    the cues off."""
+    def deep(r: dict) -> bool:
+        return r["collapse_gap"] > config.gap_limit and r["anomaly_index"] <= config.anomaly_limit
+
+    clean = [r for r in rows if not r["backdoor"] and deep(r)]
+    backdoors = [r for r in rows if r["backdoor"] and deep(r)]
+    if not clean:
+        return 0.0, 0.0
+    farthest = max(r["offset"] for r in clean)
+    above = [r["offset"] for r in backdoors if r["offset"] > farthest]
+    offset_limit = round((farthest + min(above)) / 2, 2) if above else farthest
+    least_kept = min(r["blur_kept"] for r in clean)
+    missed = [r["blur_kept"] for r in backdoors if r["offset"] <= offset_limit and r["blur_kept"] < least_kept]
+    return offset_limit, round((least_kept + max(missed)) / 2, 2) if missed else least_kept
+
+
 def trigger_test_score(row: dict, config, limits: tuple[float, float] = TRIGGER_TEST) -> float:
     """A scanned row's score under the trigger test: the collapse score, capped by the larger of (1 -
     identity kept) / (1 - identity limit) and anomaly index / standout limit."""
@@ -471,9 +548,10 @@ def comparison_scopes(rows: list[dict], methods: list[str]) -> list[tuple[str, s
     common = set.intersection(*held_out.values()) if held_out else set()
     if len(methods) > 1 and any(common != names for names in held_out.values()):
         scopes += [(method, f"{method}, on the {len(common)} every method scanned", common) for method in methods]
-    # The fresh part (session 15) was made after the older held-out part had been looked at, and the blind
-    # part (session 19) after every earlier scan had been: each is summarised alone too, and the older part.
-    later = {tag: {r["name"] for r in rows if tag in r["tags"]} for tag in (FRESH, BLIND)}
+    # The fresh part (session 15) was made after the older held-out part had been looked at, the blind part
+    # (session 19) and the second (session 20) after every earlier scan had been: each is summarised alone
+    # too, and the older part.
+    later = {tag: {r["name"] for r in rows if tag in r["tags"]} for tag in (FRESH, BLIND, BLIND2)}
     for method in methods:
         parts = [(tag, held_out[method] & names) for tag, names in later.items() if held_out[method] & names]
         if parts:
@@ -502,7 +580,8 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
                          "attack_asr": attack_asr(store, member),
                          "score": found["score"], "verdict": found["verdict"], "seconds": found["seconds"],
                          "collapse_gap": found.get("collapse_gap"), "anomaly_index": found.get("anomaly_index"),
-                         "identity_kept": found.get("identity_kept")})
+                         "identity_kept": found.get("identity_kept"), "offset": found.get("offset"),
+                         "blur_kept": found.get("blur_kept"), "cues": found.get("cues", "scanned")})
     failed = sorted({r["name"] for r in rows if not counted(r)})
     if failed:
         print(f"\nattack failed (non-target ASR under {ATTACK_TOOK:.0f}%), left out of the rates: " + ", ".join(
@@ -548,6 +627,13 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
         if figure_rows:
             print(f"\n{figure.replace('_', ' ')} limit that the calibration part gives by the same rule: "
                   f"{calibrate(figure_rows):.2f} (shipped: {shipped}; {len(figure_rows)} calibration members)")
+    cue_rows = [r for r in counted_rows if r["method"] == "encoder-clean" and r.get("offset") is not None
+                and r["split"] == CALIBRATION and BLIND2 not in r["tags"]]
+    if cue_rows:
+        offset_limit, blur_limit = cue_limits_from(cue_rows, limits)
+        print(f"fragility cue limits that the calibration part gives ({len(cue_rows)} members scanned before the "
+              f"second blind part): offset {offset_limit:.2f}, blur kept {blur_limit:.2f} (shipped: "
+              f"{limits.offset_limit}, {limits.blur_limit})")
     # The trigger test's limits were set on every member scanned before the blind part (session 19), whose
     # figures were all read by then; the calibration part alone is printed beside them.
     trigger_rows = [r for r in counted_rows if r["method"] == "encoder-clean" and r.get("identity_kept") is not None]
@@ -643,6 +729,9 @@ def main() -> None:
     parser.add_argument("--scan-only", action="store_true", help="build nothing, scan the members already built")
     parser.add_argument("--cached-only", action="store_true", help="report the scans already cached, run none")
     parser.add_argument("--rescan", action="store_true", help="scan again even when a result is cached")
+    parser.add_argument("--cues", action="store_true",
+                        help="for window scans cached before the scan measured its fragility cues, re-derive them "
+                             "(the best window's pattern found again; cached as NAME.cues.json)")
     parser.add_argument("--option", action="append", default=[], metavar="METHOD:KEY=VALUE",
                         help="a scan setting for one method, repeatable (e.g. decree:max_epochs=20)")
     parser.add_argument("--held-out-only", nargs="*", default=[], metavar="METHOD",

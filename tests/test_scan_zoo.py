@@ -128,6 +128,25 @@ def test_the_blind_part_is_summarised_alone_and_out_of_the_older_part(scan_zoo):
 
 
 def test_every_blind_member_was_named_into_the_held_out_part(scan_zoo):
-    blind = [m for m in scan_zoo.zoo("folder:/nowhere") if scan_zoo.BLIND in m.tags]
-    assert len(blind) == 12 and sum(m.backdoor for m in blind) == 6
-    assert all(scan_zoo.split_of(m.name) == scan_zoo.HELD_OUT for m in blind)
+    for tag in (scan_zoo.BLIND, scan_zoo.BLIND2):
+        blind = [m for m in scan_zoo.zoo("folder:/nowhere") if tag in m.tags]
+        assert len(blind) == 12 and sum(m.backdoor for m in blind) == 6
+        assert all(scan_zoo.split_of(m.name) == scan_zoo.HELD_OUT for m in blind)
+
+
+def test_the_cue_limits_sit_between_the_deep_clean_collapses_and_the_backdoors(scan_zoo):
+    config = scan_zoo.get_method("encoder-clean").config
+    deep, quiet = 2 * config.gap_limit, 0.5 * config.anomaly_limit
+
+    def row(offset, blur_kept, backdoor, gap=deep, anomaly=quiet):
+        return {"offset": offset, "blur_kept": blur_kept, "backdoor": backdoor, "collapse_gap": gap,
+                "anomaly_index": anomaly}
+
+    rows = [row(1.5, 0.98, False), row(2.5, 0.9, False),  # fragile clean encoders: out 2.5 at most, keep 0.9 at least
+            row(5.5, 0.9, True), row(20.0, 0.1, True),  # far-out backdoors: the nearest at 5.5
+            row(1.0, 0.3, True),  # a backdoor near the clean ones whose blurred pattern undoes it
+            row(9.0, 1.0, False, gap=0.5 * config.gap_limit),  # a shallow clean collapse: no say
+            row(0.5, 0.95, True, anomaly=2 * config.anomaly_limit)]  # a standing-out window: no say
+    assert scan_zoo.cue_limits_from(rows, config) == pytest.approx((4.0, 0.6))  # (2.5+5.5)/2, (0.9+0.3)/2
+    assert scan_zoo.cue_limits_from(rows[:4], config) == pytest.approx((4.0, 0.9))  # no backdoor to set blur against
+    assert scan_zoo.cue_limits_from(rows[2:], config) == (0.0, 0.0)  # no deep clean collapse: the cues off

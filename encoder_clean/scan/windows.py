@@ -35,6 +35,7 @@ from encoder_clean.data.augment import to_float
 from encoder_clean.encoders.base import Encoder
 from encoder_clean.errors import UserError
 from encoder_clean.runtime import NULL_PROGRESS, Progress, autocast, cpu_bf16, device_generator
+from encoder_clean.scan.fragility import cues, log_residual
 from encoder_clean.scan.invert import mean_pairwise_cosine, on_frozen, stamped_similarity
 
 MAD_TO_SIGMA = 1.4826  # median absolute deviation of a normal distribution, in standard deviations
@@ -54,6 +55,12 @@ ANOMALY_LIMIT = 7.66
 # square keeps 0.548); either passes the barely trained full-width ResNet-18s of the held-out part but
 # misses that DRUPE encoder: see docs/recipes.md and RESULTS.md's scan-identity. `-o identity_limit=L` opts in.
 IDENTITY_LIMIT = 1.0
+# A deep collapse (the gap) counts only when its pattern looks like a trigger (scan/fragility.py): the stamped
+# images land at least OFFSET_LIMIT clean deviations out, or a blurred pattern keeps at most BLUR_LIMIT of it.
+# Set in session 20 on the members scanned before the second blind part, calibration part only, by the rule
+# of the other limits (halfway from a flagged clean member to the nearest backdoor): see docs/recipes.md.
+OFFSET_LIMIT = 4.12
+BLUR_LIMIT = 0.59
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,8 @@ class WindowConfig:
     anomaly_limit: float = ANOMALY_LIMIT  # robust deviations below the median window
     gap_limit: float = GAP_LIMIT  # e-folds of the encoder's own disagreement that one window removes
     identity_limit: float = IDENTITY_LIMIT  # share of each image's own clean embedding the stamp may leave (1: any)
+    offset_limit: float = OFFSET_LIMIT  # clean deviations out a trigger sends the stamped images (0: no cue test)
+    blur_limit: float = BLUR_LIMIT  # share of its collapse a trigger's blurred pattern may keep
 
     def check(self) -> None:
         if not 0 < self.window < 1:
@@ -91,6 +100,8 @@ class WindowConfig:
             raise UserError("scan: lr, mad_floor, anomaly_limit and gap_limit must be > 0")
         if not 0 <= self.identity_limit <= 1:
             raise UserError("scan: identity_limit must be in [0, 1]")
+        if self.offset_limit < 0 or not 0 <= self.blur_limit < 1:
+            raise UserError("scan: offset_limit must be >= 0 and blur_limit in [0, 1)")
         if not 0 < self.large_effort <= 1 or self.large_from < 1:
             raise UserError("scan: large_effort must be in (0, 1] and large_from at least 1")
 
@@ -119,6 +130,8 @@ class WindowScan:
     mask: Tensor  # (1, H, W): the best window
     pattern: Tensor  # (3, H, W): its pattern (zero outside the window)
     baseline_similarity: float
+    offset: float  # the best window: clean deviations out its stamped images land (fragility.offset)
+    blur_kept: float  # the best window: share of its collapse a blurred pattern keeps (fragility.blur_kept)
 
     @property
     def identity_kept(self) -> float:
@@ -131,15 +144,28 @@ def collapse_score(anomaly: float, gap: float, config: WindowConfig) -> float:
     return max(anomaly / config.anomaly_limit, gap / config.gap_limit)
 
 
-def window_score(anomaly: float, gap: float, identity: float, config: WindowConfig) -> float:
+def trigger_score(offset: float, blur_kept: float, config: WindowConfig) -> float:
+    """Past 1.0 when the best window's pattern looks like a trigger: the larger of its offset over the offset
+    limit and the share of its collapse blurring undoes over the share the blur limit allows."""
+    return max(offset / config.offset_limit, (1 - blur_kept) / (1 - config.blur_limit))
+
+
+def window_score(anomaly: float, gap: float, identity: float, config: WindowConfig, offset: float = math.inf,
+                 blur_kept: float = 0.0) -> float:
     """The verdict's score, past 1.0 when the best window collapses the embeddings: the larger of the anomaly
-    index and the collapse gap, each over its limit. With an identity_limit under 1, the window must also
-    erase the images under its stamp: the score is then the smaller of that and (1 - identity kept) /
-    (1 - identity_limit)."""
-    collapse = collapse_score(anomaly, gap, config)
-    if config.identity_limit >= 1:
-        return collapse
-    return min(collapse, (1 - identity) / (1 - config.identity_limit))
+    index over its limit (the window stands out from the encoder's others) and the collapse gap over its
+    limit, the gap counting only as far as the window's pattern looks like a trigger (at most
+    `trigger_score`; without the cues, or with an offset_limit of 0, the gap alone): a barely trained
+    encoder's every window collapses it deeply, with a smooth pattern that leaves the images among the clean
+    ones. With an identity_limit under 1, the window must also erase the images under its stamp: the score
+    is then at most (1 - identity kept) / (1 - identity_limit)."""
+    deep = gap / config.gap_limit
+    if config.offset_limit > 0:
+        deep = min(deep, trigger_score(offset, blur_kept, config))
+    score = max(anomaly / config.anomaly_limit, deep)
+    if config.identity_limit < 1:
+        score = min(score, (1 - identity) / (1 - config.identity_limit))
+    return score
 
 
 def window_boxes(size: int, config: WindowConfig, token_side: int | None = None) -> list[tuple[int, int, int]]:
@@ -204,14 +230,17 @@ def _search(encoder: Encoder, shadow: Tensor, config: WindowConfig, device: torc
             optimizer.step()
             advance(1)
     pattern = ((torch.tanh(pattern_logit.detach()) + 1) / 2 * masks)
-    residuals, identity = (values.cpu() for values in _final_residuals(encoder, shadow, masks, pattern, config, g))
+    picks = torch.randperm(len(shadow), generator=g, device=shadow.device)[:config.eval_images]
+    images = to_float(shadow[picks], size)
+    residuals, identity, clean = _final_residuals(encoder, images, masks, pattern)
     best = int(residuals.argmin())
-    pattern = pattern.cpu()
     baseline = stamped_similarity(encoder, shadow[:config.eval_images], None, device)
     gap = math.log(max(1 - baseline, 1e-6)) - float(residuals[best])
+    out, kept = cues(encoder, images, clean, masks[best], pattern[best], float(residuals[best]))
+    residuals, identity, pattern = residuals.cpu(), identity.cpu(), pattern.cpu()
     return WindowScan(anomaly_index(residuals, config.mad_floor), gap, [round(float(v), 4) for v in residuals],
                       [round(1 - math.exp(float(v)), 5) for v in residuals], [round(float(v), 4) for v in identity],
-                      best, boxes, masks[best].cpu(), pattern[best], baseline)
+                      best, boxes, masks[best].cpu(), pattern[best], baseline, out, kept)
 
 
 # Images of one forward pass at most, counted in pixels: a whole step of 25 windows at 224 px (200 images
@@ -270,21 +299,19 @@ def _best_starts(encoder: Encoder, shadow: Tensor, masks: Tensor, config: Window
 
 
 @torch.no_grad()
-def _final_residuals(encoder: Encoder, shadow: Tensor, masks: Tensor, pattern: Tensor, config: WindowConfig,
-                     g: torch.Generator) -> tuple[Tensor, Tensor]:
+def _final_residuals(encoder: Encoder, images: Tensor, masks: Tensor, pattern: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Per window, on one fixed draw of shadow images for all: log(1 - similarity) of its final pattern, and
-    how much of each image's own clean embedding its stamped embedding keeps (`identity_kept`)."""
-    picks = torch.randperm(len(shadow), generator=g, device=shadow.device)[:config.eval_images]
-    images = to_float(shadow[picks], encoder.image_size)
+    how much of each image's own clean embedding its stamped embedding keeps (`identity_kept`); and the
+    images' clean embeddings."""
     with autocast(images.device):
         clean = encoder.features(images).float()
     residuals, identity = [], []
     for mask, fill in zip(masks, pattern):
         with autocast(images.device):
             features = encoder.features((1 - mask) * images + fill).float()
-        residuals.append(torch.log((1 - mean_pairwise_cosine(features)).clamp_min(1e-6)))
+        residuals.append(log_residual(features))
         identity.append(identity_kept(features, clean))
-    return torch.stack(residuals), torch.stack(identity)
+    return torch.stack(residuals), torch.stack(identity), clean
 
 
 def identity_kept(stamped: Tensor, clean: Tensor) -> Tensor:

@@ -98,8 +98,10 @@ def test_planted_window_stands_out_and_clean_does_not(windows):
     assert top <= TOP and TOP + SIZE <= top + side and left <= LEFT and LEFT + SIZE <= left + side
     config, threshold = get_method("encoder-clean").config, get_method("encoder-clean").threshold
     assert planted.anomaly_index > config.anomaly_limit > clean.anomaly_index
-    assert window_score(planted.anomaly_index, planted.collapse_gap, planted.identity_kept, config) > threshold
-    assert window_score(clean.anomaly_index, clean.collapse_gap, clean.identity_kept, config) < threshold
+    assert window_score(planted.anomaly_index, planted.collapse_gap, planted.identity_kept, config, planted.offset,
+                        planted.blur_kept) > threshold
+    assert window_score(clean.anomaly_index, clean.collapse_gap, clean.identity_kept, config, clean.offset,
+                        clean.blur_kept) < threshold
     assert planted.identity_kept < 0.42 < clean.identity_kept  # the planted trigger replaces the images' embeddings
     assert planted.mask.shape == (1, 32, 32) and planted.mask.sum() == side * side
     assert planted.pattern.min() >= 0 and planted.pattern.max() <= 1
@@ -145,7 +147,8 @@ def test_a_narrow_backdoor_is_found_from_the_bank(trained_tiny, shapes):
     found = scan_windows(narrow, shapes.train.images[:128], QUICK_WINDOWS, device=CPU, seed=0)
     top, left, side = found.boxes[found.best]
     assert top <= TOP and TOP + SIZE <= top + side and left <= LEFT and LEFT + SIZE <= left + side
-    assert window_score(found.anomaly_index, found.collapse_gap, found.identity_kept, QUICK_WINDOWS) > 1.0
+    assert window_score(found.anomaly_index, found.collapse_gap, found.identity_kept, QUICK_WINDOWS, found.offset,
+                        found.blur_kept) > 1.0
 
 
 def test_decree_finds_the_planted_trigger(trained_tiny, shapes):
@@ -167,8 +170,9 @@ def test_run_scan_reports_how_sure_it_is(trained_tiny, shapes):
     row = outcome.row()
     assert row["verdict"] == BACKDOOR and row["margin"] == pytest.approx(row["score"] - row["threshold"], abs=1e-6)
     assert row["window"]["size"] == 12 and len(row["window_similarities"]) == 25
+    trigger = max(row["offset"] / row["offset_limit"], (1 - row["blur_kept"]) / (1 - row["blur_limit"]))
     assert row["score"] == pytest.approx(max(row["anomaly_index"] / row["anomaly_limit"],
-                                             row["collapse_gap"] / row["gap_limit"]), abs=1e-3)
+                                             min(row["collapse_gap"] / row["gap_limit"], trigger)), abs=1e-3)
     assert len(row["window_identity_kept"]) == 25 and row["identity_kept"] in row["window_identity_kept"]
     lenient = run_scan(trained_tiny, shapes.train.images[:64], config=QUICK_WINDOWS, threshold=1e9)
     assert lenient.verdict == CLEAN and lenient.margin < 0
