@@ -183,6 +183,9 @@ def zoo(cifar: str) -> list[Member]:
         clean("clean-glyphs-w8-s31", builtin("glyphs"), "resnet10-cifar-w8", 31, tags=(BLIND2,)),
         clean("clean-cifar-w16-s30", cifar, SMALL, 30, tags=(BLIND2,)),
         clean("clean-cifar-w8-s30", cifar, "resnet10-cifar-w8", 30, tags=(BLIND2,)),
+        # Added to the second blind part after its first twelve were scanned (three of their six attacks did not
+        # take), still before anything of it was built: the verdict had been committed (ae9b3bb) by then.
+        clean("clean-glyphs-r18-s33", "builtin:glyphs?train=1000", "resnet18-cifar", 33, epochs=2, tags=(BLIND2,)),
     ]
     by_name = {m.name: m for m in members}
 
@@ -251,6 +254,11 @@ def zoo(cifar: str) -> list[Member]:
         bd("drupe", "white-square:5@22,10", 4, "clean-cifar-w16-s30", part=BLIND2),
         bd("badencoder", f"{PLUS}@10,18", 8, "clean-cifar-w8-s30", part=BLIND2),
         bd("drupe", f"{LOGO}@12,22", 2, "clean-shapes-w16-s2", part=BLIND2),
+        # added with clean-glyphs-r18-s33 (see there): four more on w16 parents, on which attacks have taken
+        bd("badencoder", "checkerboard:6@14,24", 6, "clean-cifar-w16-s30", part=BLIND2),
+        bd("drupe", "noise-patch:6@4,4", 8, "clean-glyphs-w16-s22", part=BLIND2),
+        bd("drupe", "white-square:7@24,12", 2, "clean-shapes-w16-s0", part=BLIND2),
+        bd("badencoder", NPZ_TRIGGER, 4, "clean-shapes-w16-s1", part=BLIND2),
     ]
     # BadEncoder and DRUPE on the trained ViTs as the ViT study planted them: 100 references of the ViT's own
     # family for 6 epochs (with the preset's 10 references the trigger took next to those 10 images only)
@@ -659,6 +667,8 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
         args.json_out.write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
     if args.publish and args.identity_table:
         publish_identity(rows, args)
+    elif args.publish and args.cues_table:
+        publish_cues(rows, args)
     elif args.publish:
         publish_results(rows, summary, args)
 
@@ -685,6 +695,54 @@ def publish_identity(rows: list[dict], args: argparse.Namespace) -> None:
                     ("tested", f"score with the trigger test ({TRIGGER_TEST[0]}, {TRIGGER_TEST[1]})"),
                     ("tested_verdict", "verdict"), ("seconds", "s")],
             notes=args.notes, load=args.load)
+
+
+def part_of(row: dict) -> str:
+    """The part a row was made for: the second blind part, the blind part, else its split."""
+    return next((tag for tag in (BLIND2, BLIND) if tag in row["tags"]), row["split"])
+
+
+def publish_cues(rows: list[dict], args: argparse.Namespace) -> None:
+    """Each scanned member's score with the fragility cues (the shipped verdict since session 20) and by the
+    collapse figures alone (before), with the figures both ask by (section scan-cues), and per part the
+    rates of both: for the part of the zoo rebuilt on this machine, without replacing the whole zoo's table."""
+    limits = get_method("encoder-clean").config
+    mine = [r for r in rows if r["method"] == "encoder-clean" and r.get("offset") is not None]
+    table = []
+    for r in mine:
+        kind = (f"{r['attack']} ({r['attack_asr']:.1f})" if counted(r) else f"attack failed ({r['attack_asr']:.1f})") \
+            if r["backdoor"] else "no"
+        before = collapse_score(r["anomaly_index"], r["collapse_gap"], limits)
+        table.append({"name": r["name"], "part": part_of(r), "backdoor": kind,
+                      "gap": f"{r['collapse_gap']:.2f}", "standout": f"{r['anomaly_index']:.2f}",
+                      "offset": f"{r['offset']:.2f}", "blur": f"{r['blur_kept']:.3f}", "cues": r["cues"],
+                      "before": f"{before:.3f}{' *' if before > 1 else ''}",
+                      "score": f"{r['score']:.3f}{' *' if r['score'] > 1 else ''}", "seconds": f"{r['seconds']:.0f}"})
+    summary = []
+    counted_mine = [r for r in mine if counted(r) and r["split"] == HELD_OUT]
+    for part in (BLIND2, BLIND, HELD_OUT):
+        test = [r for r in counted_mine if part_of(r) == part]
+        if not test:
+            continue
+        for label, score in (("collapse figures alone (before)",
+                              lambda r: collapse_score(r["anomaly_index"], r["collapse_gap"], limits)),
+                             ("with the fragility cues (shipped)", lambda r: r["score"])):
+            scored = [{**r, "score": score(r)} for r in test]
+            tpr, fpr = rates(scored, 1.0)
+            summary.append({"part": part if part != HELD_OUT else "older held-out", "verdict": label,
+                            "encoders": f"{len(test)} ({sum(r['backdoor'] for r in test)} backdoored)",
+                            "auroc": f"{auroc([r['score'] for r in scored if r['backdoor']], [r['score'] for r in scored if not r['backdoor']]):.3f}",
+                            "tpr": f"{tpr:.1f}", "fpr": f"{fpr:.1f}"})
+    publish("scan-cues", "scan: the fragility cues (session 20) on the members rebuilt on this machine",
+            table,
+            [("name", "encoder"), ("part", "part"), ("backdoor", "backdoored (ASR non-target %)"),
+             ("gap", "collapse gap"), ("standout", "anomaly index"), ("offset", "offset"), ("blur", "blur kept"),
+             ("cues", "cues"), ("before", "score, collapse figures alone"), ("score", "score (shipped)"),
+             ("seconds", "s")],
+            notes=args.notes, load=args.load)
+    publish("scan-cues-rates", "scan: held-out rates by part, before and with the fragility cues (session 20)",
+            summary, [("part", "part"), ("verdict", "verdict"), ("encoders", "counted"), ("auroc", "AUROC"),
+                      ("tpr", "TPR %"), ("fpr", "FPR %")], notes=args.notes, load=args.load)
 
 
 def publish_results(rows: list[dict], summary: dict, args: argparse.Namespace) -> None:
@@ -741,6 +799,9 @@ def main() -> None:
     parser.add_argument("--identity-table", action="store_true",
                         help="with --publish: publish only each scanned member's collapse figures, identity kept and "
                              "verdict (section scan-identity), leaving the whole zoo's table as it is")
+    parser.add_argument("--cues-table", action="store_true",
+                        help="with --publish: publish only each scanned member's fragility cues and scores (section "
+                             "scan-cues) and the held-out rates by part (scan-cues-rates), leaving the zoo's table")
     parser.add_argument("--notes", default="", help="a note printed under the published table")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # each command one CPU thread unless told otherwise
