@@ -21,6 +21,10 @@ never passed 0.80 mean cosine in 100 steps, though a plain white fill of it scor
 0.99. So each window first tries a bank of starts, forward passes only: the eight solid colours of the RGB
 cube, checkerboards of three periods and a few high-contrast noise patterns, and climbs from the one that
 makes a few shadow images agree the most (start_bank; off: one random start per window).
+
+A deep collapse alone (the collapse gap) does not make a backdoor: every window of a barely trained wide
+encoder collapses it deeply. It counts when the best window's pattern looks like a trigger
+(scan/fragility.py); a window that stands out from the others counts whatever its pattern.
 """
 
 from __future__ import annotations
