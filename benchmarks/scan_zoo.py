@@ -184,7 +184,7 @@ def zoo(cifar: str) -> list[Member]:
         clean("clean-cifar-w16-s30", cifar, SMALL, 30, tags=(BLIND2,)),
         clean("clean-cifar-w8-s30", cifar, "resnet10-cifar-w8", 30, tags=(BLIND2,)),
         # Added to the second blind part after its first twelve were scanned (three of their six attacks did not
-        # take), still before anything of it was built: the verdict had been committed (ae9b3bb) by then.
+        # take), named before any of these was built; the verdict had been committed (ae9b3bb) by then.
         clean("clean-glyphs-r18-s33", "builtin:glyphs?train=1000", "resnet18-cifar", 33, epochs=2, tags=(BLIND2,)),
     ]
     by_name = {m.name: m for m in members}
@@ -414,8 +414,8 @@ def rederived_cues(store: Zoo, member: Member, row: dict, shadows: dict) -> dict
         with torch.no_grad():
             bank = start_bank(size, config.noise_starts, g)
             tried = to_float(shadow[search[:config.start_images]], size)
-            agreement = [float(mean_pairwise_cosine(encoder.features((1 - mask) * tried + mask * (torch.tanh(b) + 1) / 2)))
-                         for b in bank]
+            fills = (torch.tanh(bank) + 1) / 2
+            agreement = [float(mean_pairwise_cosine(encoder.features((1 - mask) * tried + mask * fill))) for fill in fills]
         logit = bank[int(torch.tensor(agreement).argmax())].clone().requires_grad_(True)
         optimizer = torch.optim.Adam([logit], lr=config.lr, betas=(0.5, 0.9))
         for _ in range(config.steps):
@@ -729,10 +729,10 @@ def publish_cues(rows: list[dict], args: argparse.Namespace) -> None:
                              ("with the fragility cues (shipped)", lambda r: r["score"])):
             scored = [{**r, "score": score(r)} for r in test]
             tpr, fpr = rates(scored, 1.0)
+            value = auroc([r["score"] for r in scored if r["backdoor"]], [r["score"] for r in scored if not r["backdoor"]])
             summary.append({"part": part if part != HELD_OUT else "older held-out", "verdict": label,
                             "encoders": f"{len(test)} ({sum(r['backdoor'] for r in test)} backdoored)",
-                            "auroc": f"{auroc([r['score'] for r in scored if r['backdoor']], [r['score'] for r in scored if not r['backdoor']]):.3f}",
-                            "tpr": f"{tpr:.1f}", "fpr": f"{fpr:.1f}"})
+                            "auroc": f"{value:.3f}", "tpr": f"{tpr:.1f}", "fpr": f"{fpr:.1f}"})
     publish("scan-cues", "scan: the fragility cues (session 20) on the members rebuilt on this machine",
             table,
             [("name", "encoder"), ("part", "part"), ("backdoor", "backdoored (ASR non-target %)"),
