@@ -428,8 +428,8 @@ def rederived_cues(store: Zoo, member: Member, row: dict, shadows: dict) -> dict
         images = to_float(shadow[held], size)
         with torch.no_grad():
             clean = encoder.features(images).float()
-            residual = float(log_residual(encoder.features((1 - mask) * images + pattern).float()))
-        offset, kept = cues(encoder, images, clean, mask, pattern, residual)
+            stamped = encoder.features((1 - mask) * images + pattern).float()
+        offset, kept = cues(encoder, images, clean, stamped, mask, pattern)
         cached.write_text(json.dumps({"offset": round(offset, 4), "blur_kept": round(kept, 4),
                                       "seconds": round(time.perf_counter() - started, 1)}, indent=2))
         print(f"re-derived the cues of {member.name}: offset {offset:.2f}, blur kept {kept:.3f}", flush=True)

@@ -58,11 +58,12 @@ def log_residual(features: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def cues(encoder: Encoder, images: Tensor, clean: Tensor, mask: Tensor, pattern: Tensor,
-         residual: float) -> tuple[float, float]:
-    """A window's cues on float `images` whose clean embeddings are `clean` and whose stamped log residual is
-    `residual`: (offset, blur kept)."""
+def cues(encoder: Encoder, images: Tensor, clean: Tensor, stamped: Tensor, mask: Tensor,
+         pattern: Tensor) -> tuple[float, float]:
+    """A window's cues on float `images`, given their clean embeddings and their embeddings stamped with the
+    window's `pattern` (both already computed by the caller): (offset, blur kept). One forward pass, of the
+    blurred stamp."""
     with autocast(images.device):
-        stamped = encoder.features((1 - mask) * images + pattern).float()
         smooth = encoder.features((1 - mask) * images + blurred(pattern, mask)).float()
-    return offset(stamped, clean), blur_kept(float(log_residual(smooth)), residual, float(log_residual(clean)))
+    return offset(stamped, clean), blur_kept(float(log_residual(smooth)), float(log_residual(stamped)),
+                                             float(log_residual(clean)))

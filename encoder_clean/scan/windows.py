@@ -236,11 +236,11 @@ def _search(encoder: Encoder, shadow: Tensor, config: WindowConfig, device: torc
     pattern = ((torch.tanh(pattern_logit.detach()) + 1) / 2 * masks)
     picks = torch.randperm(len(shadow), generator=g, device=shadow.device)[:config.eval_images]
     images = to_float(shadow[picks], size)
-    residuals, identity, clean = _final_residuals(encoder, images, masks, pattern)
+    residuals, identity, clean, stamped = _final_residuals(encoder, images, masks, pattern)
     best = int(residuals.argmin())
     baseline = stamped_similarity(encoder, shadow[:config.eval_images], None, device)
     gap = math.log(max(1 - baseline, 1e-6)) - float(residuals[best])
-    out, kept = cues(encoder, images, clean, masks[best], pattern[best], float(residuals[best]))
+    out, kept = cues(encoder, images, clean, stamped[best], masks[best], pattern[best])
     residuals, identity, pattern = residuals.cpu(), identity.cpu(), pattern.cpu()
     return WindowScan(anomaly_index(residuals, config.mad_floor), gap, [round(float(v), 4) for v in residuals],
                       [round(1 - math.exp(float(v)), 5) for v in residuals], [round(float(v), 4) for v in identity],
@@ -303,19 +303,21 @@ def _best_starts(encoder: Encoder, shadow: Tensor, masks: Tensor, config: Window
 
 
 @torch.no_grad()
-def _final_residuals(encoder: Encoder, images: Tensor, masks: Tensor, pattern: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _final_residuals(encoder: Encoder, images: Tensor, masks: Tensor,
+                     pattern: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per window, on one fixed draw of shadow images for all: log(1 - similarity) of its final pattern, and
     how much of each image's own clean embedding its stamped embedding keeps (`identity_kept`); and the
-    images' clean embeddings."""
+    images' clean embeddings (N, D) and stamped ones (windows, N, D), for the best window's cues."""
     with autocast(images.device):
         clean = encoder.features(images).float()
-    residuals, identity = [], []
+    residuals, identity, stamped = [], [], []
     for mask, fill in zip(masks, pattern):
         with autocast(images.device):
             features = encoder.features((1 - mask) * images + fill).float()
         residuals.append(log_residual(features))
         identity.append(identity_kept(features, clean))
-    return torch.stack(residuals), torch.stack(identity), clean
+        stamped.append(features)
+    return torch.stack(residuals), torch.stack(identity), clean, torch.stack(stamped)
 
 
 def identity_kept(stamped: Tensor, clean: Tensor) -> Tensor:
