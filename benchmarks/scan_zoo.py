@@ -669,6 +669,8 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
         publish_identity(rows, args)
     elif args.publish and args.cues_table:
         publish_cues(rows, args)
+    elif args.publish and args.versus_table:
+        publish_versus(rows, args)
     elif args.publish:
         publish_results(rows, summary, args)
 
@@ -702,6 +704,52 @@ def part_of(row: dict) -> str:
     return next((tag for tag in (BLIND2, BLIND) if tag in row["tags"]), row["split"])
 
 
+def rates_by_part(held_out: list[dict], verdicts) -> list[dict]:
+    """For each part of the held-out rows (the second blind part, the blind part, the older ones) and each
+    (label, score of a row, threshold) in `verdicts`: AUROC, TPR and FPR, as table rows."""
+    summary = []
+    for part in (BLIND2, BLIND, HELD_OUT):
+        test = [r for r in held_out if part_of(r) == part]
+        for label, score, threshold in verdicts if test else ():
+            scored = [{**r, "score": score(r)} for r in test]
+            tpr, fpr = rates(scored, threshold)
+            value = auroc([r["score"] for r in scored if r["backdoor"]], [r["score"] for r in scored if not r["backdoor"]])
+            summary.append({"part": part if part != HELD_OUT else "older held-out", "verdict": label,
+                            "encoders": f"{len(test)} ({sum(r['backdoor'] for r in test)} backdoored)",
+                            "auroc": f"{value:.3f}", "tpr": f"{tpr:.1f}", "fpr": f"{fpr:.1f}"})
+    return summary
+
+
+def publish_versus(rows: list[dict], args: argparse.Namespace) -> None:
+    """The shipped scan beside DECREE's published settings (`--method decree`) on the rebuilt members both
+    scanned, each at its own shipped threshold (sections scan-vs-decree, scan-vs-decree-rates): the issue's
+    one table with both, without replacing the whole zoo's table."""
+    scores = {(r["name"], r["method"]): r for r in rows}
+    both = [r for r in rows if r["method"] == "encoder-clean" and (r["name"], "decree") in scores]
+    table = []
+    for r in both:
+        theirs = scores[(r["name"], "decree")]
+        kind = (f"{r['attack']} ({r['attack_asr']:.1f})" if counted(r) else f"attack failed ({r['attack_asr']:.1f})") \
+            if r["backdoor"] else "no"
+        table.append({"name": r["name"], "part": part_of(r), "backdoor": kind,
+                      "ours": f"{r['score']:.3f}{' *' if r['verdict'] == 'backdoor' else ''}",
+                      "ours_s": f"{r['seconds']:.0f}",
+                      "decree": f"{theirs['score']:.4f}{' *' if theirs['verdict'] == 'backdoor' else ''}",
+                      "decree_s": f"{theirs['seconds']:.0f}"})
+    held_out = [r for r in both if counted(r) and r["split"] == HELD_OUT]
+    decree = {r["name"]: scores[(r["name"], "decree")]["score"] for r in held_out}
+    summary = rates_by_part(held_out, (
+        ("encoder-clean (shipped)", lambda r: r["score"], get_method("encoder-clean").threshold),
+        ("decree (published settings)", lambda r: decree[r["name"]], get_method("decree").threshold)))
+    columns = [("name", "encoder"), ("part", "part"), ("backdoor", "backdoored (ASR non-target %)"),
+               ("ours", "encoder-clean score"), ("ours_s", "s"), ("decree", "decree PL1 score"), ("decree_s", "s")]
+    publish("scan-vs-decree", "scan beside DECREE's published settings on the same rebuilt members", table, columns,
+            notes=args.notes, load=args.load)
+    publish("scan-vs-decree-rates", "scan beside DECREE: held-out rates by part", summary,
+            [("part", "part"), ("verdict", "method"), ("encoders", "counted"), ("auroc", "AUROC"),
+             ("tpr", "TPR %"), ("fpr", "FPR %")], notes=args.notes, load=args.load)
+
+
 def publish_cues(rows: list[dict], args: argparse.Namespace) -> None:
     """Each scanned member's score with the fragility cues (the shipped verdict since session 20) and by the
     collapse figures alone (before), with the figures both ask by (section scan-cues), and per part the
@@ -718,21 +766,10 @@ def publish_cues(rows: list[dict], args: argparse.Namespace) -> None:
                       "offset": f"{r['offset']:.2f}", "blur": f"{r['blur_kept']:.3f}", "cues": r["cues"],
                       "before": f"{before:.3f}{' *' if before > 1 else ''}",
                       "score": f"{r['score']:.3f}{' *' if r['score'] > 1 else ''}", "seconds": f"{r['seconds']:.0f}"})
-    summary = []
-    counted_mine = [r for r in mine if counted(r) and r["split"] == HELD_OUT]
-    for part in (BLIND2, BLIND, HELD_OUT):
-        test = [r for r in counted_mine if part_of(r) == part]
-        if not test:
-            continue
-        for label, score in (("collapse figures alone (before)",
-                              lambda r: collapse_score(r["anomaly_index"], r["collapse_gap"], limits)),
-                             ("with the fragility cues (shipped)", lambda r: r["score"])):
-            scored = [{**r, "score": score(r)} for r in test]
-            tpr, fpr = rates(scored, 1.0)
-            value = auroc([r["score"] for r in scored if r["backdoor"]], [r["score"] for r in scored if not r["backdoor"]])
-            summary.append({"part": part if part != HELD_OUT else "older held-out", "verdict": label,
-                            "encoders": f"{len(test)} ({sum(r['backdoor'] for r in test)} backdoored)",
-                            "auroc": f"{value:.3f}", "tpr": f"{tpr:.1f}", "fpr": f"{fpr:.1f}"})
+    summary = rates_by_part([r for r in mine if counted(r) and r["split"] == HELD_OUT],
+                            (("collapse figures alone (before)",
+                              lambda r: collapse_score(r["anomaly_index"], r["collapse_gap"], limits), 1.0),
+                             ("with the fragility cues (shipped)", lambda r: r["score"], 1.0)))
     publish("scan-cues", "scan: the fragility cues (session 20) on the members rebuilt on this machine",
             table,
             [("name", "encoder"), ("part", "part"), ("backdoor", "backdoored (ASR non-target %)"),
@@ -802,6 +839,10 @@ def main() -> None:
     parser.add_argument("--cues-table", action="store_true",
                         help="with --publish: publish only each scanned member's fragility cues and scores (section "
                              "scan-cues) and the held-out rates by part (scan-cues-rates), leaving the zoo's table")
+    parser.add_argument("--versus-table", action="store_true",
+                        help="with --publish: publish only the members scanned by both encoder-clean and decree, "
+                             "side by side, and their held-out rates by part (sections scan-vs-decree, "
+                             "scan-vs-decree-rates), leaving the zoo's table")
     parser.add_argument("--notes", default="", help="a note printed under the published table")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # each command one CPU thread unless told otherwise

@@ -150,3 +150,27 @@ def test_the_cue_limits_sit_between_the_deep_clean_collapses_and_the_backdoors(s
     assert scan_zoo.cue_limits_from(rows, config) == pytest.approx((4.0, 0.6))  # (2.5+5.5)/2, (0.9+0.3)/2
     assert scan_zoo.cue_limits_from(rows[:4], config) == pytest.approx((4.0, 0.9))  # no backdoor to set blur against
     assert scan_zoo.cue_limits_from(rows[2:], config) == (0.0, 0.0)  # no deep clean collapse: the cues off
+
+
+def test_the_decree_comparison_takes_the_members_both_scanned_each_at_its_own_threshold(scan_zoo, monkeypatch):
+    published = {}
+    monkeypatch.setattr(scan_zoo, "publish", lambda name, title, rows, columns, **_: published.update({name: rows}))
+
+    def row(name, method, score, backdoor, tags=("blind2",), asr=90.0):
+        threshold = scan_zoo.get_method(method).threshold
+        return {"name": name, "method": method, "score": score, "verdict": "backdoor" if score > threshold else "clean",
+                "seconds": 1.0, "split": "held-out", "backdoor": backdoor, "attack": "badencoder" if backdoor else "-",
+                "attack_asr": asr if backdoor else None, "tags": list(tags)}
+
+    rows = [row("bd", "encoder-clean", 1.5, True), row("bd", "decree", 0.85, True),  # decree misses it (0.90)
+            row("ok", "encoder-clean", 0.5, False), row("ok", "decree", 0.95, False),  # and flags this one
+            row("failed", "encoder-clean", 1.2, True, asr=10.0), row("failed", "decree", 0.99, True, asr=10.0),
+            row("mine-only", "encoder-clean", 2.0, True)]  # decree never scanned it: not in the comparison
+    scan_zoo.publish_versus(rows, type("Args", (), {"notes": "", "load": ""})())
+    assert [r["name"] for r in published["scan-vs-decree"]] == ["bd", "ok", "failed"]
+    assert published["scan-vs-decree"][2]["backdoor"] == "attack failed (10.0)"
+    rates = {r["verdict"]: r for r in published["scan-vs-decree-rates"]}
+    ours, theirs = rates["encoder-clean (shipped)"], rates["decree (published settings)"]
+    assert ours["encoders"] == theirs["encoders"] == "2 (1 backdoored)"  # the failed attack is left out
+    assert (ours["tpr"], ours["fpr"], ours["auroc"]) == ("100.0", "0.0", "1.000")
+    assert (theirs["tpr"], theirs["fpr"], theirs["auroc"]) == ("0.0", "100.0", "0.000")
