@@ -742,7 +742,7 @@ def publish_versus(rows: list[dict], args: argparse.Namespace) -> None:
         ("encoder-clean (shipped)", lambda r: r["score"], get_method("encoder-clean").threshold),
         ("decree (published settings)", lambda r: decree[r["name"]], get_method("decree").threshold)))
     columns = [("name", "encoder"), ("part", "part"), ("backdoor", "backdoored (ASR non-target %)"),
-               ("ours", "encoder-clean score"), ("ours_s", "s"), ("decree", "decree PL1 score"), ("decree_s", "s")]
+               ("ours", "encoder-clean score"), ("ours_s", "s"), ("decree", "decree score (1 - PL1)"), ("decree_s", "s")]
     publish("scan-vs-decree", "scan beside DECREE's published settings on the same rebuilt members", table, columns,
             notes=args.notes, load=args.load)
     publish("scan-vs-decree-rates", "scan beside DECREE: held-out rates by part", summary,
