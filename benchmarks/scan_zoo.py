@@ -675,6 +675,13 @@ def report(store: Zoo, members: list[Member], args: argparse.Namespace) -> None:
         publish_results(rows, summary, args)
 
 
+def attack_cell(row: dict) -> str:
+    """A member's backdoor as a table cell: "no", "ATTACK (ASR)", or "attack failed (ASR)" when it did not take."""
+    if not row["backdoor"]:
+        return "no"
+    return f"{row['attack']} ({row['attack_asr']:.1f})" if counted(row) else f"attack failed ({row['attack_asr']:.1f})"
+
+
 def publish_identity(rows: list[dict], args: argparse.Namespace) -> None:
     """Each scanned member's shipped score (the collapse figures) and its score under the trigger test of
     session 19, with the two figures that test asks by (section scan-identity): for a part of the zoo
@@ -682,8 +689,7 @@ def publish_identity(rows: list[dict], args: argparse.Namespace) -> None:
     limits = get_method("encoder-clean").config
     table = []
     for r in (r for r in rows if r["method"] == "encoder-clean" and r.get("identity_kept") is not None):
-        kind = (f"{r['attack']} ({r['attack_asr']:.1f})" if counted(r) else f"attack failed ({r['attack_asr']:.1f})") \
-            if r["backdoor"] else "no"
+        kind = attack_cell(r)
         tested = trigger_test_score(r, limits)
         table.append({"name": r["name"], "part": BLIND if BLIND in r["tags"] else r["split"], "backdoor": kind,
                       "score": f"{r['score']:.3f}", "verdict": r["verdict"],
@@ -729,8 +735,7 @@ def publish_versus(rows: list[dict], args: argparse.Namespace) -> None:
     table = []
     for r in both:
         theirs = scores[(r["name"], "decree")]
-        kind = (f"{r['attack']} ({r['attack_asr']:.1f})" if counted(r) else f"attack failed ({r['attack_asr']:.1f})") \
-            if r["backdoor"] else "no"
+        kind = attack_cell(r)
         table.append({"name": r["name"], "part": part_of(r), "backdoor": kind,
                       "ours": f"{r['score']:.3f}{' *' if r['verdict'] == 'backdoor' else ''}",
                       "ours_s": f"{r['seconds']:.0f}",
@@ -758,8 +763,7 @@ def publish_cues(rows: list[dict], args: argparse.Namespace) -> None:
     mine = [r for r in rows if r["method"] == "encoder-clean" and r.get("offset") is not None]
     table = []
     for r in mine:
-        kind = (f"{r['attack']} ({r['attack_asr']:.1f})" if counted(r) else f"attack failed ({r['attack_asr']:.1f})") \
-            if r["backdoor"] else "no"
+        kind = attack_cell(r)
         before = collapse_score(r["anomaly_index"], r["collapse_gap"], limits)
         table.append({"name": r["name"], "part": part_of(r), "backdoor": kind,
                       "gap": f"{r['collapse_gap']:.2f}", "standout": f"{r['anomaly_index']:.2f}",
