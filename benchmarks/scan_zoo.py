@@ -689,9 +689,8 @@ def publish_identity(rows: list[dict], args: argparse.Namespace) -> None:
     limits = get_method("encoder-clean").config
     table = []
     for r in (r for r in rows if r["method"] == "encoder-clean" and r.get("identity_kept") is not None):
-        kind = attack_cell(r)
         tested = trigger_test_score(r, limits)
-        table.append({"name": r["name"], "part": BLIND if BLIND in r["tags"] else r["split"], "backdoor": kind,
+        table.append({"name": r["name"], "part": BLIND if BLIND in r["tags"] else r["split"], "backdoor": attack_cell(r),
                       "score": f"{r['score']:.3f}", "verdict": r["verdict"],
                       "identity": f"{r['identity_kept']:.3f}", "standout": f"{r['anomaly_index']:.2f}",
                       "tested": f"{tested:.3f}", "tested_verdict": "backdoor" if tested > 1 else "clean",
@@ -735,17 +734,16 @@ def publish_versus(rows: list[dict], args: argparse.Namespace) -> None:
     table = []
     for r in both:
         theirs = scores[(r["name"], "decree")]
-        kind = attack_cell(r)
-        table.append({"name": r["name"], "part": part_of(r), "backdoor": kind,
+        table.append({"name": r["name"], "part": part_of(r), "backdoor": attack_cell(r),
                       "ours": f"{r['score']:.3f}{' *' if r['verdict'] == 'backdoor' else ''}",
                       "ours_s": f"{r['seconds']:.0f}",
                       "decree": f"{theirs['score']:.4f}{' *' if theirs['verdict'] == 'backdoor' else ''}",
                       "decree_s": f"{theirs['seconds']:.0f}"})
     held_out = [r for r in both if counted(r) and r["split"] == HELD_OUT]
-    decree = {r["name"]: scores[(r["name"], "decree")]["score"] for r in held_out}
     summary = rates_by_part(held_out, (
         ("encoder-clean (shipped)", lambda r: r["score"], get_method("encoder-clean").threshold),
-        ("decree (published settings)", lambda r: decree[r["name"]], get_method("decree").threshold)))
+        ("decree (published settings)", lambda r: scores[(r["name"], "decree")]["score"],
+         get_method("decree").threshold)))
     columns = [("name", "encoder"), ("part", "part"), ("backdoor", "backdoored (ASR non-target %)"),
                ("ours", "encoder-clean score"), ("ours_s", "s"), ("decree", "decree score (1 - PL1)"), ("decree_s", "s")]
     publish("scan-vs-decree", "scan beside DECREE's published settings on the same rebuilt members", table, columns,
@@ -763,9 +761,8 @@ def publish_cues(rows: list[dict], args: argparse.Namespace) -> None:
     mine = [r for r in rows if r["method"] == "encoder-clean" and r.get("offset") is not None]
     table = []
     for r in mine:
-        kind = attack_cell(r)
         before = collapse_score(r["anomaly_index"], r["collapse_gap"], limits)
-        table.append({"name": r["name"], "part": part_of(r), "backdoor": kind,
+        table.append({"name": r["name"], "part": part_of(r), "backdoor": attack_cell(r),
                       "gap": f"{r['collapse_gap']:.2f}", "standout": f"{r['anomaly_index']:.2f}",
                       "offset": f"{r['offset']:.2f}", "blur": f"{r['blur_kept']:.3f}", "cues": r["cues"],
                       "before": f"{before:.3f}{' *' if before > 1 else ''}",
